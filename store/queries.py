@@ -1,0 +1,275 @@
+"""The queries the rest of verge runs. Bulk statements, one round trip per table per call; no
+per-image queries in loops. Every function takes the caller's session: the caller owns the
+transaction, so a chunk's writes land together or not at all.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from .schema import (
+    Batch, BatchImage, Embedding, Image, Label, ModelVersion, Prediction, ReviewTask, utcnow,
+)
+
+_IN_CHUNK = 900  # keeps IN lists and multi-row VALUES under every driver's parameter limits
+
+
+def _chunks(seq: Sequence, n: int = _IN_CHUNK):
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def insert_ignore(session: Session, model, rows: list[dict]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on SQLite and Postgres: concurrent writers of the same
+    row (two submitters of one file, a redelivered chunk) both succeed, and one row remains."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - verge supports the two
+        raise RuntimeError(f"unsupported database dialect {dialect}")
+    per = max(1, _IN_CHUNK // max(1, len(rows[0])))
+    for part in _chunks(rows, per):
+        session.execute(insert(model).values(part).on_conflict_do_nothing())
+
+
+# --------------------------------------------------------------------------- batches & images
+@dataclass
+class Registered:
+    batch_id: int
+    image_ids: list = field(default_factory=list)     # every image of the files given, in order
+    new_ids: list = field(default_factory=list)       # images this call created
+    to_score: list = field(default_factory=list)      # images to enqueue now (new or registered)
+
+
+def get_or_create_batch(session: Session, name: str, source: str) -> int:
+    insert_ignore(session, Batch, [{"name": name, "source": source, "created_at": utcnow()}])
+    return session.scalar(select(Batch.id).where(Batch.name == name))
+
+
+def register_images(session: Session, batch_id: int | None, files: Sequence[tuple[str, str, int]],
+                    queue: bool = True) -> Registered:
+    """Record images already put in blob storage. ``files`` holds (source_name, sha256, size).
+
+    Existing hashes are linked, not duplicated. With ``queue``, new images and those only
+    registered so far (e.g. by a training folder) become ``queued`` and are returned in
+    ``to_score``; images already queued, scored or failed are left as they are.
+    """
+    now = utcnow()
+    first_name: dict[str, tuple[str, int]] = {}
+    for name, sha, size in files:
+        first_name.setdefault(sha, (name, size))
+    shas = list(first_name)
+    before = _ids_by_sha(session, shas)
+    status = "queued" if queue else "registered"
+    insert_ignore(session, Image, [
+        {"sha256": sha, "storage_key": sha, "source_name": name[:500], "size_bytes": size,
+         "status": status, "attempts": 0, "created_at": now}
+        for sha, (name, size) in first_name.items() if sha not in before])
+    by_sha = _ids_by_sha(session, shas)
+    out = Registered(batch_id or 0)
+    out.image_ids = [by_sha[sha] for _, sha, _ in files]
+    out.new_ids = [by_sha[sha] for sha in shas if sha not in before]
+    if batch_id is not None:
+        insert_ignore(session, BatchImage, [
+            {"batch_id": batch_id, "image_id": by_sha[sha], "source_name": name[:500], "added_at": now}
+            for sha, (name, _) in first_name.items()])
+    if queue:
+        waiting = [i for part in _chunks([by_sha[s] for s in before])
+                   for i in session.scalars(select(Image.id).where(
+                       Image.id.in_(part), Image.status == "registered"))]
+        for part in _chunks(waiting):
+            session.execute(update(Image).where(Image.id.in_(part), Image.status == "registered")
+                            .values(status="queued"))
+        out.to_score = out.new_ids + waiting
+    return out
+
+
+def _ids_by_sha(session: Session, shas: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for part in _chunks(list(shas)):
+        found.update(session.execute(select(Image.sha256, Image.id).where(Image.sha256.in_(part))).all())
+    return found
+
+
+def find_batch(session: Session, ref: str | int) -> Batch | None:
+    if isinstance(ref, int) or str(ref).isdigit():
+        found = session.get(Batch, int(ref))
+        if found:
+            return found
+    return session.scalar(select(Batch).where(Batch.name == str(ref)))
+
+
+def batch_counts(session: Session, batch_ids: Sequence[int] | None = None) -> dict[int, dict]:
+    """Per batch: total, queued, scored, failed, routed (images sent to review at least once)."""
+    q = (select(BatchImage.batch_id, Image.status, func.count())
+         .join(Image, Image.id == BatchImage.image_id)
+         .group_by(BatchImage.batch_id, Image.status))
+    routed_q = (select(BatchImage.batch_id, func.count(func.distinct(ReviewTask.image_id)))
+                .join(ReviewTask, ReviewTask.image_id == BatchImage.image_id)
+                .group_by(BatchImage.batch_id))
+    if batch_ids is not None:
+        q = q.where(BatchImage.batch_id.in_(batch_ids))
+        routed_q = routed_q.where(BatchImage.batch_id.in_(batch_ids))
+    out: dict[int, dict] = {}
+    for bid, status, n in session.execute(q):
+        row = out.setdefault(bid, {"total": 0, "registered": 0, "queued": 0, "scored": 0,
+                                   "failed": 0, "routed": 0})
+        row[status] = row.get(status, 0) + n
+        row["total"] += n
+    for bid, n in session.execute(routed_q):
+        if bid in out:
+            out[bid]["routed"] = n
+    return out
+
+
+def failed_images(session: Session, batch_id: int) -> list[tuple[str, str]]:
+    return list(session.execute(
+        select(BatchImage.source_name, Image.error)
+        .join(Image, Image.id == BatchImage.image_id)
+        .where(BatchImage.batch_id == batch_id, Image.status == "failed")
+        .order_by(BatchImage.source_name)).all())
+
+
+def list_batches(session: Session) -> list[Batch]:
+    return list(session.scalars(select(Batch).order_by(Batch.id)))
+
+
+# --------------------------------------------------------------------------- models
+def active_model(session: Session) -> ModelVersion | None:
+    return session.scalar(select(ModelVersion).where(ModelVersion.state == "active"))
+
+
+def activate_model(session: Session, version_id: int) -> None:
+    """Retire the active head and activate ``version_id`` in the caller's one transaction."""
+    session.execute(update(ModelVersion).where(ModelVersion.state == "active")
+                    .values(state="retired"))
+    session.flush()
+    session.execute(update(ModelVersion).where(ModelVersion.id == version_id)
+                    .values(state="active", activated_at=utcnow()))
+
+
+# --------------------------------------------------------------------------- embeddings
+def pack_vector(v: np.ndarray) -> bytes:
+    return np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+
+def unpack_vector(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, dtype="<f4")
+
+
+def stored_embeddings(session: Session, image_ids: Sequence[int], encoder: str) -> dict[int, np.ndarray]:
+    out: dict[int, np.ndarray] = {}
+    for part in _chunks(list(image_ids)):
+        for iid, vec in session.execute(select(Embedding.image_id, Embedding.vector).where(
+                Embedding.encoder == encoder, Embedding.image_id.in_(part))):
+            out[iid] = unpack_vector(vec)
+    return out
+
+
+def save_embeddings(session: Session, encoder: str, vectors: dict[int, np.ndarray]) -> None:
+    insert_ignore(session, Embedding, [
+        {"image_id": iid, "encoder": encoder, "dim": int(v.shape[0]), "vector": pack_vector(v)}
+        for iid, v in vectors.items()])
+
+
+# --------------------------------------------------------------------------- scoring
+def images_by_id(session: Session, image_ids: Sequence[int]) -> list[Image]:
+    return [im for part in _chunks(list(image_ids))
+            for im in session.scalars(select(Image).where(Image.id.in_(part)).order_by(Image.id))]
+
+
+def already_predicted(session: Session, image_ids: Sequence[int], model_version_id: int | None) -> set[int]:
+    cond = (Prediction.model_version_id.is_(None) if model_version_id is None
+            else Prediction.model_version_id == model_version_id)
+    return {i for part in _chunks(list(image_ids))
+            for i in session.scalars(select(Prediction.image_id).where(cond, Prediction.image_id.in_(part)))}
+
+
+def count_attempt(session: Session, image_ids: Sequence[int]) -> None:
+    for part in _chunks(list(image_ids)):
+        session.execute(update(Image).where(Image.id.in_(part)).values(attempts=Image.attempts + 1))
+
+
+def mark_failed(session: Session, errors: dict[int, str]) -> None:
+    if errors:
+        session.execute(update(Image), [
+            {"id": iid, "status": "failed", "error": reason[:1000], "scored_at": utcnow()}
+            for iid, reason in errors.items()])
+
+
+def record_predictions(session: Session, predictions: list[dict], sizes: dict[int, tuple[int, int]]) -> int:
+    """Insert predictions, open review tasks for routed ones, mark the images scored.
+
+    Each prediction dict carries Prediction's columns plus ``priority``. Returns tasks opened.
+    """
+    if not predictions:
+        return 0
+    now = utcnow()
+    rows = [Prediction(**{k: v for k, v in p.items() if k != "priority"}, created_at=now)
+            for p in predictions]
+    session.add_all(rows)
+    session.flush()  # assigns ids (one multi-row INSERT ... RETURNING)
+    routed = [(row, p["priority"]) for row, p in zip(rows, predictions) if row.routed]
+    if routed:
+        insert_ignore(session, ReviewTask, [  # the partial unique index keeps one open task per image
+            {"image_id": row.image_id, "prediction_id": row.id, "state": "open",
+             "reasons": row.reasons, "priority": float(priority), "created_at": now, "updated_at": now}
+            for row, priority in routed])
+    session.execute(update(Image), [
+        {"id": row.image_id, "status": "scored", "error": None, "scored_at": now,
+         "width": sizes.get(row.image_id, (None, None))[0],
+         "height": sizes.get(row.image_id, (None, None))[1]}
+        for row in rows])
+    return len(routed)
+
+
+# --------------------------------------------------------------------------- labels
+def replace_source_labels(session: Session, source: str, labels: dict[int, str]) -> None:
+    """Set the labels a non-human source (a training folder) gives; re-running replaces them."""
+    ids = list(labels)
+    for part in _chunks(ids):
+        session.execute(Label.__table__.delete().where(Label.source == source, Label.image_id.in_(part)))
+    now = utcnow()
+    session.add_all([Label(image_id=i, source=source, cls=c, created_at=now) for i, c in labels.items()])
+
+
+def totals(session: Session) -> dict:
+    by_status = dict(session.execute(select(Image.status, func.count()).group_by(Image.status)).all())
+    open_tasks = session.scalar(select(func.count()).select_from(ReviewTask)
+                                .where(ReviewTask.state.in_(("open", "claimed"))))
+    return {"images": sum(by_status.values()), **{s: by_status.get(s, 0) for s in
+            ("registered", "queued", "scored", "failed")}, "open_review_tasks": open_tasks}
+
+
+def latest_predictions(session: Session, batch_id: int) -> list[tuple[BatchImage, Image, Prediction | None]]:
+    """Each image of a batch with its newest prediction (for summaries and the demo table)."""
+    newest = (select(Prediction.image_id, func.max(Prediction.id).label("pid"))
+              .group_by(Prediction.image_id).subquery())
+    q = (select(BatchImage, Image, Prediction)
+         .join(Image, Image.id == BatchImage.image_id)
+         .outerjoin(newest, newest.c.image_id == Image.id)
+         .outerjoin(Prediction, Prediction.id == newest.c.pid)
+         .where(BatchImage.batch_id == batch_id)
+         .order_by(BatchImage.source_name))
+    return list(session.execute(q).tuples())
+
+
+def since(seconds: float) -> dt.datetime:
+    return utcnow() - dt.timedelta(seconds=seconds)
+
+
+def labeled_training_set(session: Session, source: str, encoder: str) -> Iterable:
+    return session.execute(select(Label.image_id, Label.cls, Embedding.vector)
+                           .join(Embedding, (Embedding.image_id == Label.image_id)
+                                 & (Embedding.encoder == encoder))
+                           .where(Label.source == source)
+                           .order_by(Label.image_id))

@@ -1,0 +1,161 @@
+"""The database schema (SQLAlchemy 2.0 declarative). Alembic migrations in ``migrations/`` mirror it;
+a test compares the two on SQLite and Postgres so they cannot drift apart.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Image lifecycle: registered (known, e.g. from a training folder, not yet asked to be scored)
+# -> queued (a scoring task is on its way) -> scored | failed (with a one-line reason).
+IMAGE_STATES = ("registered", "queued", "scored", "failed")
+# Review task lifecycle; at most one task per image is open or claimed at a time.
+TASK_STATES = ("open", "claimed", "done", "skipped", "resolved")
+MODEL_STATES = ("candidate", "active", "retired")
+CLASSES = ("field", "road", "road_and_field")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: DateTime(timezone=True)}
+
+
+class Batch(Base):
+    __tablename__ = "batch"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    source: Mapped[str] = mapped_column(String(20), default="cli")  # cli | web | api | training
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Image(Base):
+    __tablename__ = "image"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    storage_key: Mapped[str] = mapped_column(String(200))
+    source_name: Mapped[str] = mapped_column(String(500))  # the file name it first arrived under
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(12), default="queued", index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # scoring deliveries that began
+    queued_at: Mapped[dt.datetime | None] = mapped_column()  # last time a scoring task was sent
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    scored_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class BatchImage(Base):
+    __tablename__ = "batch_image"
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), primary_key=True,
+                                          index=True)
+    source_name: Mapped[str] = mapped_column(String(500))  # the name it had in this batch
+    added_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Embedding(Base):
+    __tablename__ = "embedding"
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), primary_key=True)
+    encoder: Mapped[str] = mapped_column(String(200), primary_key=True)  # EncoderSpec.key
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, L2-normalised
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # binary | three_class
+    classes: Mapped[list] = mapped_column(JSON)
+    encoder: Mapped[str] = mapped_column(String(200))
+    path: Mapped[str] = mapped_column(String(500))  # checkpoint location
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(12), default="candidate")
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    activated_at: Mapped[dt.datetime | None] = mapped_column()
+    __table_args__ = (
+        # Exactly one active head: promotion flips the flag inside one transaction.
+        Index("uq_model_version_one_active", "state", unique=True,
+              sqlite_where=text("state = 'active'"), postgresql_where=text("state = 'active'")),
+    )
+
+
+class Prediction(Base):
+    """What one scorer said about one image. ``model_version_id`` is NULL for zero-shot-only
+    scoring (no head active); otherwise the head that produced ``head_probs``."""
+    __tablename__ = "prediction"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    encoder: Mapped[str] = mapped_column(String(200))
+    head_probs: Mapped[dict | None] = mapped_column(JSON)   # {"field": .., "road": ..}
+    p_road: Mapped[float | None] = mapped_column(Float)     # the head's p(road); NULL without head
+    zs_probs: Mapped[dict] = mapped_column(JSON)            # {"field": .., "road": ..}
+    zs_p_road: Mapped[float] = mapped_column(Float)
+    predicted_class: Mapped[str] = mapped_column(String(20))
+    zs_class: Mapped[str] = mapped_column(String(20))
+    routed: Mapped[bool] = mapped_column(Boolean, default=False)
+    reasons: Mapped[str] = mapped_column(String(200), default="")  # comma-separated
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    image: Mapped[Image] = relationship()
+    __table_args__ = (
+        # One prediction per image per model version (and one zero-shot-only prediction): re-running
+        # a chunk can never add a second row.
+        Index("uq_prediction_image_version", "image_id", "model_version_id", unique=True),
+        Index("uq_prediction_image_zeroshot", "image_id", unique=True,
+              sqlite_where=text("model_version_id IS NULL"),
+              postgresql_where=text("model_version_id IS NULL")),
+    )
+
+
+class ReviewTask(Base):
+    __tablename__ = "review_task"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
+    prediction_id: Mapped[int | None] = mapped_column(ForeignKey("prediction.id"))
+    state: Mapped[str] = mapped_column(String(12), default="open")
+    reasons: Mapped[str] = mapped_column(String(200))
+    priority: Mapped[float] = mapped_column(Float)  # higher = more uncertain = sooner
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    __table_args__ = (
+        Index("uq_review_task_one_open", "image_id", unique=True,
+              sqlite_where=text("state IN ('open', 'claimed')"),
+              postgresql_where=text("state IN ('open', 'claimed')")),
+        # claim-next: highest priority open task first
+        Index("ix_review_task_queue", "state", "priority", "id"),
+    )
+
+
+class User(Base):
+    __tablename__ = "user_account"  # "user" is reserved in Postgres
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(20), default="reviewer")  # reviewer | admin
+    token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Label(Base):
+    """A class given to an image by a person (``user_id``) or by a training set (``source``)."""
+    __tablename__ = "label"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("review_task.id"))
+    source: Mapped[str] = mapped_column(String(200))  # "review", "api", "training:<dir>"
+    cls: Mapped[str] = mapped_column(String(20))
+    time_on_item_ms: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,415 @@
+"""The ``verge`` command line. Thin: parse, call the function that does the work, print.
+
+Errors a user can cause end in one line on stderr and exit status 1, never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from .settings import Settings, SettingsError, settings_table
+
+
+class UserError(click.ClickException):
+    def show(self, file=None):
+        click.echo(f"verge: error: {self.message}", err=True)
+
+
+def _friendly(fn):
+    """Turn the errors people cause into one clear line (and a non-zero exit)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from models.encoder import UnknownEncoder, WeightsUnavailable
+        from models.heads import HeadMismatch
+        from sqlalchemy.exc import OperationalError
+        from workers.submission import BrokerUnavailable
+        from workers.training import TrainingDataError
+
+        try:
+            return fn(*args, **kwargs)
+        except WeightsUnavailable as exc:
+            raise UserError(f"{exc}; set VERGE_PRETRAINED to a local weights file, to a cached tag, "
+                            f"or to 'none' for random weights") from None
+        except (SettingsError, UnknownEncoder, HeadMismatch, BrokerUnavailable, TrainingDataError) as exc:
+            raise UserError(str(exc)) from None
+        except OperationalError as exc:
+            url = _settings().resolved_database_url
+            raise UserError(f"cannot use the database at {_redact(url)} (VERGE_DATABASE_URL): "
+                            f"{str(exc.orig).strip().splitlines()[0][:200]}") from None
+    return wrapper
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+@functools.lru_cache(maxsize=1)
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _migrated(settings: Settings) -> None:
+    """Embedded SQLite migrates itself; a shared database is migrated on purpose (verge db upgrade)."""
+    import migrations
+
+    url = settings.resolved_database_url
+    current = migrations.current_revision(url)
+    if current == migrations.head_revision():
+        return
+    if url.startswith("sqlite"):
+        migrations.upgrade(url)
+        return
+    raise UserError(f"the database at {_redact(url)} is at revision {current or 'none'}, "
+                    f"not {migrations.head_revision()}; run `verge db upgrade`")
+
+
+def _bar(desc: str, unit: str = "img"):
+    return lambda total: tqdm(total=total, desc=desc, unit=unit, disable=None, file=sys.stderr)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """verge: submit images, score them with CLIP workers, review the uncertain ones."""
+
+
+# ----------------------------------------------------------------------------- db
+@main.group()
+def db():
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@_friendly
+def db_upgrade(revision):
+    """Create or migrate the schema to the newest revision."""
+    import migrations
+
+    url = _settings().resolved_database_url
+    migrations.upgrade(url, revision)
+    click.echo(f"database {_redact(url)} is at revision {migrations.current_revision(url)}")
+
+
+@db.command("current")
+@_friendly
+def db_current():
+    """Print the schema revision of the database."""
+    import migrations
+
+    click.echo(migrations.current_revision(_settings().resolved_database_url) or "none (empty database)")
+
+
+# ----------------------------------------------------------------------------- submit
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--batch", "batch_name", help="Batch name (default: batch-<time>-<random>). "
+              "An existing name adds to that batch.")
+@click.option("--from", "path_lists", multiple=True, type=click.Path(path_type=Path),
+              help="Text file of paths, one per line ('.txt' files given as PATH whose every line "
+                   "is an existing path are read the same way).")
+@click.option("--wait", is_flag=True, help="Show a progress bar until every image is scored or failed.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@_friendly
+def submit(paths, batch_name, path_lists, wait, timeout, as_json):
+    """Submit image files, folders (recursive) or lists of paths as one batch."""
+    from workers.submission import submit_paths
+
+    if not paths and not path_lists:
+        raise UserError("nothing to submit: give files, folders or --from LIST")
+    settings = _settings()
+    _migrated(settings)
+    result = submit_paths(settings, paths, batch_name, path_lists,
+                          progress_factory=None if as_json else _bar("submitting", "file"))
+    if not as_json:
+        for path, reason in result.skipped:
+            click.echo(f"skipped {path}: {reason}", err=True)
+        click.echo(f"batch {result.batch}: {result.submitted} files, {result.new} new, "
+                   f"{result.duplicates} already known, {result.enqueued} queued in {result.chunks} tasks")
+    status = _wait(settings, result.batch_id, timeout, quiet=as_json) if wait else None
+    if as_json:
+        click.echo(json.dumps({**result.as_dict(), **({"status": status} if status else {})}, indent=2))
+    elif status:
+        click.echo(_status_line(status))
+    if status and status["queued"]:
+        sys.exit(2)
+
+
+def _batch_status(settings: Settings, batch_ref) -> dict:
+    from store import queries as q
+    from store.db import session_scope
+
+    with session_scope(settings.resolved_database_url) as s:
+        batch = q.find_batch(s, batch_ref)
+        if batch is None:
+            raise UserError(f"no batch named or numbered {batch_ref!r}")
+        counts = q.batch_counts(s, [batch.id]).get(batch.id, {})
+        failures = q.failed_images(s, batch.id)
+    return {"batch": batch.name, "batch_id": batch.id, "total": counts.get("total", 0),
+            "queued": counts.get("queued", 0) + counts.get("registered", 0),
+            "scored": counts.get("scored", 0), "failed": counts.get("failed", 0),
+            "routed": counts.get("routed", 0),
+            "failures": [{"name": n, "reason": r} for n, r in failures]}
+
+
+def _status_line(st: dict) -> str:
+    return (f"batch {st['batch']}: {st['total']} images, {st['scored']} scored, {st['failed']} failed, "
+            f"{st['queued']} queued, {st['routed']} routed to review")
+
+
+def _wait(settings: Settings, batch_id: int, timeout: float | None, quiet: bool = False) -> dict:
+    started = time.monotonic()
+    status = _batch_status(settings, batch_id)
+    bar = tqdm(total=status["total"], desc="scoring", unit="img", disable=quiet or None, file=sys.stderr)
+    hinted = False
+    last_done, last_change = -1, time.monotonic()
+    try:
+        while True:
+            done = status["scored"] + status["failed"]
+            bar.update(done - bar.n)
+            if status["queued"] == 0:
+                return status
+            if done != last_done:
+                last_done, last_change = done, time.monotonic()
+            elif not hinted and not quiet and time.monotonic() - last_change > 60:
+                bar.write("no progress for 60 s: is a worker running? (`verge worker`)")
+                hinted = True
+            if timeout is not None and time.monotonic() - started > timeout:
+                bar.write(f"gave up waiting after {timeout:g} s; {status['queued']} images still queued")
+                return status
+            time.sleep(0.5)
+            status = _batch_status(settings, batch_id)
+    finally:
+        bar.close()
+
+
+# ----------------------------------------------------------------------------- status
+@main.command()
+@click.argument("batch", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (keys: batch, total, queued, scored, "
+              "failed, routed, failures).")
+@_friendly
+def status(batch, as_json):
+    """Progress of one batch, or of everything (and which head is active)."""
+    from store import queries as q
+    from store.db import session_scope
+
+    settings = _settings()
+    _migrated(settings)
+    if batch:
+        st = _batch_status(settings, batch)
+        if as_json:
+            click.echo(json.dumps(st, indent=2))
+            return
+        click.echo(_status_line(st))
+        for f in st["failures"]:
+            click.echo(f"  failed {f['name']}: {f['reason']}")
+        return
+    with session_scope(settings.resolved_database_url) as s:
+        mv = q.active_model(s)
+        head = ({"id": mv.id, "kind": mv.kind, "encoder": mv.encoder, "metrics": mv.metrics}
+                if mv else None)
+        totals = q.totals(s)
+        batches = q.list_batches(s)
+        counts = q.batch_counts(s)
+    rows = [{"batch": b.name, "batch_id": b.id, **{k: counts.get(b.id, {}).get(k, 0) for k in
+             ("total", "queued", "scored", "failed", "routed")}} for b in batches]
+    if as_json:
+        click.echo(json.dumps({"head": head, "totals": totals, "batches": rows}, indent=2, default=str))
+        return
+    if head:
+        acc = head["metrics"].get("train_accuracy")
+        click.echo(f"active head: version {head['id']} ({head['kind']}, encoder {head['encoder']}"
+                   + (f", train accuracy {acc:.3f}" if acc is not None else "") + ")")
+    else:
+        click.echo("no head is active: images are scored by zero-shot only and routed on its "
+                   "p(road); train one with `verge train binary DIR`")
+    click.echo(f"images: {totals['images']} ({totals['scored']} scored, {totals['failed']} failed, "
+               f"{totals['queued']} queued); open review tasks: {totals['open_review_tasks']}")
+    for r in rows:
+        click.echo("  " + _status_line(r))
+
+
+@main.command()
+@click.argument("batch", required=False)
+@_friendly
+def requeue(batch):
+    """Send scoring tasks again for images still queued (e.g. after a broker restart)."""
+    from store import queries as q
+    from store.db import session_scope
+    from workers.submission import check_broker, requeue as do_requeue
+
+    settings = _settings()
+    _migrated(settings)
+    check_broker(settings)
+    batch_id = None
+    if batch:
+        with session_scope(settings.resolved_database_url) as s:
+            found = q.find_batch(s, batch)
+            if found is None:
+                raise UserError(f"no batch named or numbered {batch!r}")
+            batch_id = found.id
+    click.echo(f"re-queued {do_requeue(settings, batch_id)} images")
+
+
+# ----------------------------------------------------------------------------- processes
+@main.command()
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="Worker processes (default VERGE_WORKER_CONCURRENCY).")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--name", default=None, help="Worker node name (default verge-<pid>@<host>).")
+@_friendly
+def worker(concurrency, loglevel, name):
+    """Run a Celery worker that scores chunks (CUDA when present, else CPU)."""
+    from models.encoder import EncoderSpec, verify_weights
+    from workers.app import app, configure
+
+    settings = _settings()
+    _migrated(settings)
+    # Fail here, in one line, rather than in every task; each worker process loads its own copy.
+    verify_weights(EncoderSpec(settings.encoder, settings.pretrained))
+    configure(settings)
+    import workers.tasks  # noqa: F401 - registers the tasks
+
+    node = name or f"verge-{os.getpid()}@{socket.gethostname()}"
+    app.worker_main(["worker", f"--loglevel={loglevel}", "-Q", settings.queue, "-n", node,
+                     "-c", str(concurrency or settings.worker_concurrency), "--pool", "prefork",
+                     "--without-mingle", "--without-gossip"])
+
+
+@main.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+@_friendly
+def beat(loglevel):
+    """Run Celery beat: the periodic jobs (re-queue stalled images; retraining joins later)."""
+    from workers.app import app, configure
+
+    settings = _settings()
+    configure(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app.Beat(loglevel=loglevel, schedule=str(settings.data_dir / "celerybeat-schedule")).run()
+
+
+@main.command()
+@_friendly
+def up():
+    """Embedded mode in one command: migrate, start a worker, stay in the foreground."""
+    settings = _settings()
+    _migrated(settings)
+    procs = [subprocess.Popen([sys.executable, "-m", "verge", "worker"])]
+    click.echo(f"verge is up (data in {settings.data_dir.resolve()}); submit with `verge submit PATH`, "
+               f"Ctrl-C stops")
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(timeout=60)
+
+
+# ----------------------------------------------------------------------------- training
+@main.group()
+def train():
+    """Train heads on stored embeddings."""
+
+
+@train.command("binary")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=int, default=7, show_default=True)
+@click.option("--no-activate", is_flag=True, help="Record the head as a candidate only.")
+@_friendly
+def train_binary_cmd(folder, seed, epochs, no_activate):
+    """The seed's recipe (BCE, Adam lr 3e-3, batch 3, 7 epochs) on FOLDER/fields and FOLDER/roads."""
+    from models.training import BinaryRecipe
+    from workers.training import train_binary_dir
+
+    settings = _settings()
+    _migrated(settings)
+    out = train_binary_dir(
+        settings, folder, BinaryRecipe(seed=seed, epochs=epochs),
+        on_epoch=lambda st: click.echo(f"epoch {st.epoch}: loss {st.loss:.4f}  accuracy {st.accuracy:.4f}"),
+        progress_factory=_bar("embedding"), activate=not no_activate)
+    for name, reason in out.failed:
+        click.echo(f"left out {name}: {reason}", err=True)
+    click.echo(f"model version {out.version_id} ({'active' if not no_activate else 'candidate'}): "
+               f"{out.examples} examples ({out.reused} embeddings reused, {out.embedded} computed), "
+               f"saved to {out.path}")
+
+
+@main.group()
+def models():
+    """Model versions."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def models_list(as_json):
+    """List model versions, newest first."""
+    from sqlalchemy import select
+
+    from store.db import session_scope
+    from store.schema import ModelVersion
+
+    settings = _settings()
+    _migrated(settings)
+    with session_scope(settings.resolved_database_url) as s:
+        rows = [{"id": m.id, "kind": m.kind, "state": m.state, "encoder": m.encoder,
+                 "created_at": m.created_at.isoformat(), "metrics": m.metrics, "path": m.path}
+                for m in s.scalars(select(ModelVersion).order_by(ModelVersion.id.desc()))]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no model versions yet; train one with `verge train binary DIR`")
+    for r in rows:
+        acc = r["metrics"].get("train_accuracy")
+        click.echo(f"{r['id']:>4}  {r['state']:<9} {r['kind']:<12} {r['encoder']:<32} "
+                   f"{r['created_at'][:19]}" + (f"  train acc {acc:.3f}" if acc is not None else ""))
+
+
+# ----------------------------------------------------------------------------- misc
+@main.command("settings")
+def settings_cmd():
+    """Print every setting, its default and what it does."""
+    for env, default, doc in settings_table():
+        click.echo(f"{env:<26} {default:<24} {doc}")
+
+
+@main.command()
+@click.option("--data", "data", type=click.Path(path_type=Path), default=None,
+              help="Folder with fields/ and roads/ (default: the shared photos, else generated ones).")
+@_friendly
+def demo(data):
+    """Set up, train the seed's head, score a batch with a worker and print what was routed."""
+    from .demo import run_demo
+
+    run_demo(_settings(), data)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,165 @@
+"""``make demo`` / ``verge demo``: the whole spine on one machine, no servers, no network.
+
+1. migrate the embedded database;
+2. pick the encoder: the configured pretrained weights, or -- when they cannot be had here --
+   the same architecture with random weights, said loudly wherever scores are shown;
+3. train the seed's binary head on three quarters of the photos (the shared fields-roads set,
+   else generated pictures);
+4. start a worker, submit the held-out quarter plus two broken files, wait, print the table.
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import numpy as np
+from PIL import Image
+
+from models.encoder import EncoderSpec, WeightsUnavailable, verify_weights
+
+from .settings import Settings
+
+SHARED_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fields-roads"
+RANDOM_BANNER = ("RANDOM WEIGHTS ({spec}, VERGE_PRETRAINED=none): these scores are NOT meaningful; "
+                 "they show the pipeline, not the model")
+
+
+def generate_photos(folder: Path, per_class: int = 24, seed: int = 0) -> Path:
+    """Synthetic stand-ins when the real photos are absent: green textured fields, grey roads
+    running to the horizon. Enough to exercise every step; not a benchmark of anything."""
+    rng = np.random.default_rng(seed)
+    for cls in ("fields", "roads"):
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+    for i in range(per_class):
+        h, w = 240, 320
+        sky = np.array([150, 190, 235]) + rng.integers(-20, 20, 3)
+        img = np.zeros((h, w, 3), np.float32)
+        img[: h // 3] = sky
+        grass = np.array([70, 140, 50]) + rng.integers(-25, 25, 3)
+        img[h // 3:] = grass + rng.normal(0, 18, (h - h // 3, w, 3))
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / "fields" / f"field-{i:02d}.jpg",
+                                                                  quality=90)
+        road = img.copy()
+        for y in range(h // 3, h):  # a trapezoid of asphalt narrowing to the horizon
+            half = int((y - h // 3) / (h - h // 3) * w * 0.45) + 3
+            cx = w // 2 + int(rng.integers(-4, 5))
+            road[y, max(0, cx - half):cx + half] = 95 + rng.normal(0, 6, (min(w, cx + half) - max(0, cx - half), 3))
+        Image.fromarray(road.clip(0, 255).astype(np.uint8)).save(folder / "roads" / f"road-{i:02d}.jpg",
+                                                                   quality=90)
+    return folder
+
+
+def broken_files(folder: Path, sample: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    truncated = folder / "truncated.jpg"
+    data = sample.read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    text = folder / "notes.txt"
+    text.write_text("field trip notes: this is not a photo\n")
+    return [truncated, text]
+
+
+def run_demo(settings: Settings, data: Path | None = None) -> None:
+    from workers.training import labeled_files, train_binary_files
+
+    from .cli import _bar, _migrated, _wait
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _migrated(settings)
+    spec = EncoderSpec(settings.encoder, settings.pretrained)
+    banner = None
+    try:
+        verify_weights(spec)
+    except WeightsUnavailable as exc:
+        click.secho(f"note: {exc}.", fg="yellow", err=True)
+        click.secho("      Falling back to random weights so the demo can run; set VERGE_PRETRAINED to "
+                    "a weights file for real scores.", fg="yellow", err=True)
+        settings = replace(settings, pretrained="none")
+        banner = RANDOM_BANNER.format(spec=settings.encoder)
+    if settings.pretrained.lower() == "none":
+        banner = RANDOM_BANNER.format(spec=settings.encoder)
+
+    folder = data or (SHARED_PHOTOS if SHARED_PHOTOS.is_dir() else None)
+    if folder is None:
+        folder = generate_photos(settings.data_dir / "demo-photos")
+        click.echo(f"the shared photos are not here; generated {folder}")
+    files = labeled_files(folder)
+    rng = random.Random(7)
+    rng.shuffle(files)
+    held_out = files[: max(4, len(files) // 4)]
+    train_files = files[len(held_out):]
+    click.echo(f"1/3 training the seed's binary head on {len(train_files)} photos from {folder} "
+               f"(encoder {settings.encoder}, weights {settings.pretrained})")
+    out = train_binary_files(settings, train_files, f"demo-training:{folder}",
+                             on_epoch=lambda st: click.echo(
+                                 f"    epoch {st.epoch}: loss {st.loss:.4f}  accuracy {st.accuracy:.4f}"),
+                             progress_factory=_bar("    embedding"))
+    click.echo(f"    model version {out.version_id} is active")
+
+    env = {**os.environ, "VERGE_DATA_DIR": str(settings.data_dir), "VERGE_PRETRAINED": settings.pretrained,
+           "VERGE_ENCODER": settings.encoder}
+    log_path = settings.data_dir / "demo-worker.log"
+    click.echo(f"2/3 starting a worker (log: {log_path})")
+    with open(log_path, "w") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "verge", "worker", "--loglevel", "INFO"],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        from workers.submission import submit_paths
+
+        bad = broken_files(settings.data_dir / "demo-broken", held_out[0][0])
+        batch = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+        click.echo(f"3/3 submitting {len(held_out)} held-out photos and 2 broken files as batch {batch}")
+        result = submit_paths(settings, [p for p, _ in held_out] + bad, batch)
+        status = _wait(settings, result.batch_id, timeout=600)
+        if worker.poll() is not None:
+            raise click.ClickException(f"the worker stopped; see {log_path}")
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    truth = {str(p): cls for p, cls in held_out}
+    print_table(settings, result.batch_id, banner, truth)
+    click.echo(f"\nbatch {status['batch']}: {status['scored']} scored, {status['failed']} failed, "
+               f"{status['routed']} routed to review. Try: verge status {status['batch']}")
+
+
+def print_table(settings: Settings, batch_id: int, banner: str | None, truth: dict | None = None) -> None:
+    from store import queries as q
+    from store.db import session_scope
+
+    with session_scope(settings.resolved_database_url) as s:
+        rows = q.latest_predictions(s, batch_id)
+    click.echo("")
+    if banner:
+        click.secho("!! " + banner + " !!", fg="red", bold=True)
+    header = f"{'image':<28} {'truth':<6} {'head p(road)':>12} {'zs p(field)':>11} {'zs p(road)':>10}  {'class':<6} routed"
+    click.echo(header)
+    click.echo("-" * len(header) + "-" * 24)
+    correct = n = 0
+    for link, image, pred in rows:
+        name = "/".join(Path(link.source_name).parts[-2:])[-28:]
+        t = (truth or {}).get(link.source_name, "")
+        if image.status == "failed":
+            click.echo(f"{name:<28} {t:<6} {'failed: ' + (image.error or '')}"[:160])
+            continue
+        if pred is None:
+            click.echo(f"{name:<28} {t:<6} {image.status}")
+            continue
+        head = f"{pred.p_road:.3f}" if pred.p_road is not None else "-"
+        routed = f"yes: {pred.reasons}" if pred.routed else "no"
+        click.echo(f"{name:<28} {t:<6} {head:>12} {pred.zs_probs['field']:>11.3f} {pred.zs_p_road:>10.3f}  "
+                   f"{pred.predicted_class:<6} {routed}")
+        if t:
+            n += 1
+            correct += pred.predicted_class == t
+    if n:
+        click.echo(f"\nhead accuracy on the {n} held-out photos: {correct / n:.3f}"
+                   + (" (random encoder weights)" if banner else ""))

@@ -1,0 +1,160 @@
+"""Scoring a chunk of images: the worker's hot path.
+
+1. In one short transaction: find the chunk's images that still lack a prediction from the
+   active scorer, count the delivery (a chunk that keeps killing workers ends as failed).
+2. Outside any transaction: reuse stored embeddings, decode + embed the rest (thread pool
+   overlapping the model), apply the head and zero-shot, route.
+3. In one transaction: embeddings, predictions, review tasks, image states. Unique indexes make a
+   concurrent or repeated run of the same chunk a no-op instead of a duplicate.
+
+The encoder is loaded once per process; the active head is looked up per chunk and reloaded only
+when its version changes, so a promotion reaches running workers on their next chunk.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import IntegrityError
+
+from models.encoder import Encoder, EncoderSpec, load_encoder
+from models.heads import Head, load_head
+from models.pipeline import embed_keys, stack
+from models.zeroshot import ZeroShot, zero_shot_for
+from store import queries as q
+from store.blobs import BlobStore
+from store.db import session_scope
+from store.schema import CLASSES
+from verge.settings import Settings
+
+from .routing import RoutingPolicy, binary_class, route
+
+log = logging.getLogger("verge.scoring")
+
+
+@dataclass
+class ChunkReport:
+    scored: int = 0
+    failed: int = 0
+    routed: int = 0
+    skipped: int = 0          # already scored by this model version (a redelivery)
+    embedded: int = 0         # embeddings computed (the rest were reused)
+    seconds: float = 0.0
+    errors: dict = field(default_factory=dict)
+
+
+class Scorer:
+    """Everything a worker process keeps loaded between chunks."""
+
+    def __init__(self, settings: Settings, encoder: Encoder | None = None):
+        self.settings = settings
+        self.encoder = encoder or load_encoder(EncoderSpec(settings.encoder, settings.pretrained),
+                                               settings.device)
+        classes = CLASSES[:len(settings.captions)]
+        self.zero_shot: ZeroShot = zero_shot_for(self.encoder, settings.captions, classes)
+        self.blobs = BlobStore(settings.resolved_blob_dir)
+        self.policy = RoutingPolicy(settings.route_band, settings.audit_fraction)
+        self._head: tuple[int, Head] | None = None
+
+    def head_for(self, version_id: int | None, path: str | None) -> Head | None:
+        if version_id is None:
+            return None
+        if self._head is None or self._head[0] != version_id:
+            head = load_head(path, self.encoder.key)  # refuses a head of another encoder
+            self._head = (version_id, head)
+            log.info("switched to head version %s (%s)", version_id, head.meta.kind)
+        return self._head[1]
+
+    def embed(self, images):
+        """(stored vectors by image id, freshly Embedded for the rest)."""
+        ids = [im.id for im in images]
+        with session_scope(self.settings.resolved_database_url) as s:
+            vectors = q.stored_embeddings(s, ids, self.encoder.key)
+        keys = {im.id: im.storage_key for im in images if im.id not in vectors}
+        done = embed_keys(self.encoder, list(keys), lambda iid: self.blobs.get(keys[iid]),
+                          batch_size=self.settings.batch_size, threads=self.settings.decode_threads,
+                          max_pixels=self.settings.max_image_pixels)
+        return vectors, done
+
+    def score_chunk(self, image_ids: list[int]) -> ChunkReport:
+        started = time.perf_counter()
+        report = ChunkReport()
+        url = self.settings.resolved_database_url
+        with session_scope(url) as s:
+            mv = q.active_model(s)
+            mv_id, mv_path = (mv.id, mv.path) if mv else (None, None)
+            images = [im for im in q.images_by_id(s, image_ids) if im.status != "failed"]
+            seen = q.already_predicted(s, [im.id for im in images], mv_id)
+            todo = [im for im in images if im.id not in seen]
+            report.skipped = len(images) - len(todo)
+            q.count_attempt(s, [im.id for im in todo])
+        # Deliveries that never finished (the worker was killed) show up as attempts.
+        crashed = {im.id: f"scoring was interrupted {im.attempts} times (the worker died on this "
+                          f"image's chunk); giving up after VERGE_MAX_ATTEMPTS={self.settings.max_attempts}"
+                   for im in todo if im.attempts >= self.settings.max_attempts}
+        todo = [im for im in todo if im.id not in crashed]
+        head = self.head_for(mv_id, mv_path)
+
+        stored, fresh = self.embed(todo) if todo else ({}, None)
+        vectors = dict(stored)
+        errors = dict(crashed)
+        sizes = {}
+        if fresh is not None:
+            vectors.update(fresh.vectors)
+            errors.update(fresh.errors)
+            sizes = fresh.sizes
+            report.embedded = len(fresh.vectors)
+        scored = [im for im in todo if im.id in vectors]
+        X = stack([vectors[im.id] for im in scored], self.encoder.embedding_dim)
+        zs = self.zero_shot.predict(X)
+        head_probs = head.predict(X) if head is not None and len(X) else None
+        road = self.zero_shot.classes.index("road")
+
+        predictions = []
+        for i, im in enumerate(scored):
+            zs_p_road = float(zs[i, road])
+            p_road = float(head_probs[i, head.meta.classes.index("road")]) if head_probs is not None else None
+            decision = route(p_road, zs_p_road, im.sha256, self.policy)
+            predictions.append({
+                "image_id": im.id, "model_version_id": mv_id, "encoder": self.encoder.key,
+                "head_probs": (dict(zip(head.meta.classes, map(float, head_probs[i])))
+                               if head_probs is not None else None),
+                "p_road": p_road,
+                "zs_probs": dict(zip(self.zero_shot.classes, map(float, zs[i]))),
+                "zs_p_road": zs_p_road,
+                "predicted_class": binary_class(p_road if p_road is not None else zs_p_road),
+                "zs_class": binary_class(zs_p_road),
+                "routed": decision.routed, "reasons": decision.reasons_text,
+                "priority": decision.priority,
+            })
+        new_vectors = {iid: v for iid, v in vectors.items() if iid not in stored}
+        try:
+            with session_scope(url) as s:
+                q.save_embeddings(s, self.encoder.key, new_vectors)
+                report.routed = q.record_predictions(s, predictions, sizes)
+                q.mark_failed(s, errors)
+        except IntegrityError:
+            # Another delivery of this chunk won the race and wrote first; nothing is lost.
+            log.info("chunk %s..%s was written concurrently; treating as done", image_ids[:1], image_ids[-1:])
+            report.skipped += len(predictions)
+            predictions = []
+        report.scored = len(predictions)
+        report.failed = len(errors)
+        report.errors = errors
+        report.seconds = time.perf_counter() - started
+        return report
+
+
+_scorers: dict = {}
+
+
+def scorer_for(settings: Settings) -> Scorer:
+    """The process's Scorer (the model stays loaded between chunks)."""
+    key = (settings.encoder, settings.pretrained, settings.device, settings.captions,
+           settings.resolved_database_url, settings.route_band, settings.audit_fraction)
+    if key not in _scorers:
+        _scorers.clear()
+        _scorers[key] = Scorer(settings)
+    return _scorers[key]
+

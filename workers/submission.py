@@ -1,0 +1,231 @@
+"""Getting images in: files or uploads -> blob storage -> image rows -> scoring tasks.
+
+One path for the CLI, the web upload and the JSON API. Bytes are stored content-addressed and
+registered in groups (one transaction each); resubmitting a file links the existing image to the
+new batch instead of scoring it again. The broker is checked before anything is written, so a
+submission to a broker that is down fails with one line and leaves no half-registered batch.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from sqlalchemy import select, update
+
+from store import queries as q
+from store.blobs import BlobStore
+from store.db import session_scope
+from store.schema import BatchImage, Image
+from verge.settings import Settings
+
+from .app import app, configure
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic",
+                  ".heif", ".avif", ".jfif", ".ppm", ".pgm", ".pbm"}
+GROUP = 256  # files per registration transaction: bounded memory however large the submission
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class Collected:
+    files: list = field(default_factory=list)      # Paths to submit, in order
+    skipped: list = field(default_factory=list)    # (path, reason) not submitted
+
+
+@dataclass
+class SubmitResult:
+    batch_id: int
+    batch: str
+    submitted: int = 0        # files accepted into the batch
+    new: int = 0              # images verge had not seen before
+    duplicates: int = 0       # files whose bytes were already known (linked, not re-scored)
+    enqueued: int = 0         # images sent to the workers
+    chunks: int = 0
+    skipped: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"batch": self.batch, "batch_id": self.batch_id, "submitted": self.submitted,
+                "new": self.new, "duplicates": self.duplicates, "enqueued": self.enqueued,
+                "chunks": self.chunks,
+                "skipped": [{"path": str(p), "reason": r} for p, r in self.skipped]}
+
+
+def _is_path_list(path: Path) -> bool:
+    """A .txt/.lst file whose every non-blank line names an existing file or folder."""
+    if path.suffix.lower() not in (".txt", ".lst", ".list"):
+        return False
+    try:
+        lines = [ln.strip() for ln in path.read_text("utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError):
+        return False
+    base = path.parent
+    return bool(lines) and all((base / ln).exists() for ln in lines)
+
+
+def collect(paths: Sequence[str | Path], path_lists: Sequence[str | Path] = ()) -> Collected:
+    """Expand the command line: files as given, folders recursively (image suffixes only, hidden
+    entries skipped), and text files of paths (one per line, relative to the list's folder)."""
+    out = Collected()
+    seen: set[Path] = set()
+
+    def add(p: Path, explicit: bool):
+        rp = p.resolve()
+        if rp in seen:
+            return
+        if p.is_dir():
+            for root, dirs, names in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    child = Path(root) / name
+                    if name.startswith("."):
+                        continue
+                    if child.suffix.lower() in IMAGE_SUFFIXES:
+                        add(child, explicit=False)
+                    else:
+                        out.skipped.append((child, "not an image file name (named files are always "
+                                                   "submitted; folders take image suffixes only)"))
+            return
+        if not p.exists():
+            out.skipped.append((p, "no such file or folder"))
+            return
+        if explicit and _is_path_list(p):
+            read_list(p)
+            return
+        seen.add(rp)
+        out.files.append(p)
+
+    def read_list(lst: Path):
+        for line in lst.read_text("utf-8").splitlines():
+            if line.strip():
+                add(lst.parent / line.strip(), explicit=True)
+
+    for lst in path_lists:
+        lst = Path(lst)
+        if not lst.is_file():
+            out.skipped.append((lst, "path list not found"))
+            continue
+        read_list(lst)
+    for p in paths:
+        add(Path(p), explicit=True)
+    return out
+
+
+def new_batch_name() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("batch-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def check_broker(settings: Settings, timeout: float = 5.0) -> None:
+    configure(settings)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:
+        where = settings.broker_url or f"filesystem:{settings.broker_dir}"
+        raise BrokerUnavailable(
+            f"cannot reach the broker at {where} (VERGE_BROKER_URL): {str(exc).splitlines()[0][:200]}"
+        ) from None
+
+
+def enqueue(settings: Settings, image_ids: Sequence[int]) -> int:
+    """Send scoring tasks of ``chunk_size`` images each and stamp the images' ``queued_at``."""
+    from .tasks import score_chunk
+
+    configure(settings)
+    ids = list(image_ids)
+    chunks = [ids[i:i + settings.chunk_size] for i in range(0, len(ids), settings.chunk_size)]
+    if not chunks:
+        return 0
+    with app.producer_or_acquire() as producer:
+        for chunk in chunks:
+            score_chunk.apply_async(args=[chunk], queue=settings.queue, producer=producer)
+    with session_scope(settings.resolved_database_url) as s:
+        for chunk in chunks:
+            s.execute(update(Image).where(Image.id.in_(chunk)).values(queued_at=q.utcnow()))
+    return len(chunks)
+
+
+def submit_items(settings: Settings, items: Iterable[tuple[str, Callable[[], bytes]]], batch: str | None,
+                 source: str = "cli", progress: Callable[[int], None] | None = None,
+                 skipped: Sequence = ()) -> SubmitResult:
+    """Submit (name, read-bytes) pairs as one batch. Unreadable or oversized files are reported
+    in ``skipped`` and the rest go on."""
+    check_broker(settings)
+    blobs = BlobStore(settings.resolved_blob_dir)
+    url = settings.resolved_database_url
+    name = batch or new_batch_name()
+    with session_scope(url) as s:
+        batch_id = q.get_or_create_batch(s, name, source)
+    result = SubmitResult(batch_id, name, skipped=list(skipped))
+    for group in _groups(items, GROUP):
+        files = []
+        for item_name, read in group:
+            try:
+                data = read()
+            except OSError as exc:
+                result.skipped.append((item_name, f"could not read: {exc.strerror or exc}"))
+                continue
+            if len(data) > settings.max_file_bytes:
+                result.skipped.append((item_name, f"{len(data)} bytes exceeds VERGE_MAX_FILE_BYTES="
+                                                  f"{settings.max_file_bytes}"))
+                continue
+            files.append((item_name, blobs.put(data), len(data)))
+        with session_scope(url) as s:
+            reg = q.register_images(s, batch_id, files, queue=True)
+        result.submitted += len(files)
+        result.new += len(reg.new_ids)
+        result.duplicates += len(files) - len(reg.new_ids)
+        result.enqueued += len(reg.to_score)
+        result.chunks += enqueue(settings, reg.to_score)
+        if progress:
+            progress(len(group))
+    return result
+
+
+def submit_paths(settings: Settings, paths: Sequence[str | Path], batch: str | None = None,
+                 path_lists: Sequence[str | Path] = (), source: str = "cli",
+                 progress_factory=None) -> SubmitResult:
+    found = collect(paths, path_lists)
+    bar = progress_factory(len(found.files)) if progress_factory else None
+    try:
+        return submit_items(settings, ((str(p), p.read_bytes) for p in found.files), batch, source,
+                            progress=bar.update if bar else None, skipped=found.skipped)
+    finally:
+        if bar:
+            bar.close()
+
+
+def _groups(items: Iterable, n: int) -> Iterator[list]:
+    group = []
+    for item in items:
+        group.append(item)
+        if len(group) == n:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def requeue(settings: Settings, batch_id: int | None = None, older_than_s: float | None = None) -> int:
+    """Send scoring tasks again for images still ``queued`` (lost messages, a broker restart).
+    Safe at any time: scoring skips what is already scored."""
+    with session_scope(settings.resolved_database_url) as s:
+        stmt = select(Image.id).where(Image.status == "queued")
+        if batch_id is not None:
+            stmt = stmt.join(BatchImage, BatchImage.image_id == Image.id).where(BatchImage.batch_id == batch_id)
+        if older_than_s is not None:
+            cutoff = q.utcnow() - dt.timedelta(seconds=older_than_s)
+            stmt = stmt.where((Image.queued_at.is_(None)) | (Image.queued_at < cutoff))
+        ids = list(s.scalars(stmt.order_by(Image.id)))
+    enqueue(settings, ids)
+    return len(ids)
+
+
+def requeue_stalled(settings: Settings) -> int:
+    return requeue(settings, older_than_s=settings.requeue_after)

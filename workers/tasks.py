@@ -1,0 +1,58 @@
+"""Celery tasks. Thin: each one reads the app's settings and calls the function that does the work."""
+from __future__ import annotations
+
+import logging
+import random
+
+from celery.signals import worker_process_init
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from store.db import dispose_engines
+
+from .app import app, settings_of
+from .scoring import scorer_for
+
+log = logging.getLogger("verge.tasks")
+
+# A database or broker that is down is a reason to wait and retry, never to drop a chunk.
+_TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+
+
+@worker_process_init.connect
+def _fresh_process(**_):
+    dispose_engines()  # connections must never be shared across a fork
+
+
+@app.task(name="verge.score_chunk", bind=True)
+def score_chunk(self, image_ids: list[int]) -> dict:
+    settings = settings_of(app)
+    try:
+        report = scorer_for(settings).score_chunk(image_ids)
+    except _TRANSIENT as exc:
+        # Exponential backoff with jitter; past the limit the task fails and its images stay
+        # queued, where the beat sweeper finds them again (nothing is dropped).
+        delay = min(120, 2 ** self.request.retries) * (0.5 + random.random())
+        log.warning("chunk of %d: transient failure (%s); retry %d in %.1fs", len(image_ids),
+                    type(exc).__name__, self.request.retries + 1, delay)
+        raise self.retry(exc=exc, countdown=delay, max_retries=settings.task_max_retries)
+    log.info("chunk of %d: scored=%d failed=%d routed=%d skipped=%d embedded=%d in %.2fs",
+             len(image_ids), report.scored, report.failed, report.routed, report.skipped,
+             report.embedded, report.seconds)
+    return {"scored": report.scored, "failed": report.failed, "routed": report.routed,
+            "skipped": report.skipped}
+
+
+@app.task(name="verge.requeue_stalled")
+def requeue_stalled() -> int:
+    from .submission import requeue_stalled as requeue
+
+    return requeue(settings_of(app))
+
+
+@worker_process_init.connect
+def _warm_model(**_):
+    """Load the model when the process starts, not inside the first chunk."""
+    try:
+        scorer_for(settings_of(app))
+    except Exception:  # the first task reports it; a worker process must not die at boot
+        log.exception("could not load the model at worker start")

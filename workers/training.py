@@ -1,0 +1,125 @@
+"""Training jobs: read labeled images, embed what is not embedded yet, train, record, activate.
+
+``train_binary_dir`` is the seed's recipe on a folder with ``fields/`` and ``roads/``. Its images
+are registered (content-addressed, deduplicated) and their embeddings stored, so training again,
+or scoring the same files later, never recomputes CLIP.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from models.encoder import EncoderSpec, load_encoder
+from models.heads import save_head
+from models.pipeline import embed_keys
+from models.training import BinaryRecipe, EpochStats, train_binary
+from store import queries as q
+from store.blobs import BlobStore
+from store.db import session_scope
+from store.schema import ModelVersion
+from verge.settings import Settings
+
+from .submission import IMAGE_SUFFIXES
+
+CLASS_FOLDERS = {"fields": "field", "roads": "road"}
+
+
+class TrainingDataError(ValueError):
+    pass
+
+
+@dataclass
+class TrainOutcome:
+    version_id: int
+    path: Path
+    examples: int
+    reused: int                     # embeddings taken from the database
+    embedded: int                   # embeddings computed now
+    failed: list                    # (file, reason) left out of training
+    history: list
+
+
+def labeled_files(folder: Path) -> list[tuple[Path, str]]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TrainingDataError(f"{folder} is not a folder")
+    missing = [name for name in CLASS_FOLDERS if not (folder / name).is_dir()]
+    if missing:
+        raise TrainingDataError(f"{folder} needs sub-folders fields/ and roads/ (missing: {', '.join(missing)})")
+    out = []
+    for sub, cls in CLASS_FOLDERS.items():
+        for p in sorted((folder / sub).rglob("*")):
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES:
+                out.append((p, cls))
+    return out
+
+
+def train_binary_dir(settings: Settings, folder: Path, recipe: BinaryRecipe = BinaryRecipe(),
+                     on_epoch: Callable[[EpochStats], None] | None = None,
+                     progress_factory=None, activate: bool = True) -> TrainOutcome:
+    """The seed's recipe on ``folder/fields`` and ``folder/roads``."""
+    folder = Path(folder).resolve()
+    files = labeled_files(folder)
+    if not files:
+        raise TrainingDataError(f"no images under {folder}/fields or {folder}/roads")
+    return train_binary_files(settings, files, f"training:{folder}", recipe, on_epoch,
+                              progress_factory, activate)
+
+
+def train_binary_files(settings: Settings, files: list[tuple[Path, str]], source: str,
+                       recipe: BinaryRecipe = BinaryRecipe(),
+                       on_epoch: Callable[[EpochStats], None] | None = None,
+                       progress_factory=None, activate: bool = True) -> TrainOutcome:
+    """Train the binary head on (file, "field"|"road") pairs; record it as a model version."""
+    url = settings.resolved_database_url
+    blobs = BlobStore(settings.resolved_blob_dir)
+    encoder = load_encoder(EncoderSpec(settings.encoder, settings.pretrained), settings.device)
+
+    rows = []
+    for path, _ in files:
+        data = path.read_bytes()
+        rows.append((str(path), blobs.put(data), len(data)))
+    with session_scope(url) as s:
+        reg = q.register_images(s, None, rows, queue=False)
+        q.replace_source_labels(s, source, {iid: cls for iid, (_, cls) in zip(reg.image_ids, files)})
+        stored = q.stored_embeddings(s, reg.image_ids, encoder.key)
+    sha_of = {iid: sha for iid, (_, sha, _) in zip(reg.image_ids, rows)}
+    missing = [iid for iid in dict.fromkeys(reg.image_ids) if iid not in stored]
+    bar = progress_factory(len(missing)) if progress_factory and missing else None
+    done = embed_keys(encoder, missing, lambda iid: blobs.get(sha_of[iid]),
+                      batch_size=settings.batch_size, threads=settings.decode_threads,
+                      max_pixels=settings.max_image_pixels, on_progress=bar.update if bar else None)
+    if bar:
+        bar.close()
+    with session_scope(url) as s:
+        q.save_embeddings(s, encoder.key, done.vectors)
+        # Only images nobody asked to score yet become failed; a scored image keeps its state.
+        q.mark_failed(s, {iid: r for iid, r in done.errors.items()
+                          if iid in set(reg.new_ids)})
+    vectors = {**stored, **done.vectors}
+    label_of = {iid: cls for iid, (_, cls) in zip(reg.image_ids, files)}
+    ids = [iid for iid in dict.fromkeys(reg.image_ids) if iid in vectors]
+    X = np.stack([vectors[i] for i in ids]).astype(np.float32)
+    y = np.array([1.0 if label_of[i] == "road" else 0.0 for i in ids], np.float32)
+    result = train_binary(X, y, encoder.key, recipe, on_epoch=on_epoch)
+    result.head.meta.metrics["source"] = source
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = save_head(result.head, settings.model_dir / f"binary-{stamp}-{secrets.token_hex(3)}.pt")
+    with session_scope(url) as s:
+        mv = ModelVersion(kind=result.head.meta.kind, classes=list(result.head.meta.classes),
+                          encoder=encoder.key, path=str(path.resolve()), metrics=result.head.meta.metrics,
+                          state="candidate", note=f"binary head trained on {source}")
+        s.add(mv)
+        s.flush()
+        if activate:
+            q.activate_model(s, mv.id)
+        version_id = mv.id
+    failed = [(name, done.errors[iid]) for iid, (name, _, _) in zip(reg.image_ids, rows)
+              if iid in done.errors]
+    return TrainOutcome(version_id, path, len(ids), len(stored), len(done.vectors), failed, result.history)

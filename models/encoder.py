@@ -21,26 +21,14 @@ import numpy as np
 import open_clip
 import torch
 
+from .errors import UnknownEncoder, WeightsUnavailable
+
 TINY = "verge-tiny"
 _CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(_CONFIG_DIR)  # registers verge-tiny (a few layers, 64-px input)
 
 RANDOM = "none"
 _RANDOM_SEED = 0  # random-weight encoders are seeded so every worker builds the same one
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained weights could not be had (offline, not cached, unknown tag, unreadable file)."""
-
-    def __init__(self, spec: "EncoderSpec", detail: str):
-        self.spec, self.detail = spec, detail
-        super().__init__(
-            f"pretrained weights '{spec.pretrained}' for encoder '{spec.name}' are not available "
-            f"here ({detail})")
-
-
-class UnknownEncoder(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

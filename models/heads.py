@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import HeadMismatch
+
 BINARY = "binary"
 BINARY_CLASSES = ("field", "road")
+THREE_CLASS = "three_class"
+THREE_CLASSES = ("field", "road", "road_and_field")
 HIDDEN = 256
-
-
-class HeadMismatch(ValueError):
-    """A head was asked to score embeddings of an encoder it was not trained on."""
 
 
 class BinaryHead(nn.Module):
@@ -34,6 +34,20 @@ class BinaryHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """p(road) for each row of ``x``."""
         return torch.sigmoid(self.logits(x))
+
+
+class MulticlassHead(nn.Module):
+    """The same two layers with one output per class; softmax gives the probabilities."""
+
+    def __init__(self, dim: int, n_classes: int, hidden: int = HIDDEN):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(x), dim=-1)
 
 
 @dataclass
@@ -70,11 +84,17 @@ class Head:
         if self.meta.kind == BINARY:
             p_road = self.module(x).numpy()
             return np.stack([1.0 - p_road, p_road], axis=1).astype(np.float32)
-        return torch.softmax(self.module(x), dim=-1).numpy().astype(np.float32)
+        return self.module(x).numpy().astype(np.float32)
+
+
+def new_head(kind: str, dim: int, encoder_key: str) -> Head:
+    classes = BINARY_CLASSES if kind == BINARY else THREE_CLASSES
+    return Head(_BUILDERS[kind](HeadMeta(kind, classes, encoder_key, dim)),
+                HeadMeta(kind, classes, encoder_key, dim))
 
 
 def new_binary_head(dim: int, encoder_key: str) -> Head:
-    return Head(BinaryHead(dim), HeadMeta(BINARY, BINARY_CLASSES, encoder_key, dim))
+    return new_head(BINARY, dim, encoder_key)
 
 
 def save_head(head: Head, path: Path) -> Path:
@@ -86,11 +106,10 @@ def save_head(head: Head, path: Path) -> Path:
     return path
 
 
-_BUILDERS = {BINARY: lambda meta: BinaryHead(meta.embedding_dim)}
-
-
-def register_head_kind(kind: str, builder) -> None:
-    _BUILDERS[kind] = builder
+_BUILDERS = {
+    BINARY: lambda meta: BinaryHead(meta.embedding_dim),
+    THREE_CLASS: lambda meta: MulticlassHead(meta.embedding_dim, len(meta.classes)),
+}
 
 
 def load_head(path: Path, encoder_key: str | None = None) -> Head:

@@ -1,25 +1,42 @@
-"""Training loops: arrays in, a head and its per-epoch history out. No database, no files.
+"""Training loops: arrays in, a head, its per-epoch curves and held-out metrics out.
+No database, no files.
 
-``train_binary`` is the seed's recipe and nothing more: binary cross-entropy, Adam at lr 3e-3,
-batch size 3, 7 epochs, one fixed seed -> the same weights every time on the same inputs.
+``Recipe()`` is the seed's recipe and nothing more: binary cross-entropy, Adam at lr 3e-3,
+batch size 3, 7 epochs, one fixed seed -> the same weights every time on the same inputs. The
+fixes the seed's author proposed are options, each off by default: class weighting, halving the
+learning rate every N epochs, early stopping on a stratified validation split (the best epoch's
+weights are kept), more epochs. Image augmentation happens before encoding (workers/), so it
+reaches this module as extra rows with per-row weights.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from .heads import Head, new_binary_head
+from .heads import BINARY, Head, new_head
+from .metrics import classification_metrics
 
 
 @dataclass(frozen=True)
-class BinaryRecipe:
+class Recipe:
     lr: float = 3e-3
     batch_size: int = 3
     epochs: int = 7
     seed: int = 0
+    class_weighting: bool = False   # weight each class by n / (k * n_class)
+    lr_halve_every: int = 0         # 0: constant learning rate
+    val_fraction: float = 0.0       # > 0: stratified validation split, metrics every epoch
+    patience: int = 0               # > 0 (needs val_fraction): stop after this many epochs without improvement
+    monitor: str = "log_loss"       # validation metric that picks the best epoch (losses: lower wins)
+
+
+# The retraining job's defaults: the seed's fixes switched on, batches sized for many labels.
+RETRAIN_RECIPE = Recipe(lr=3e-3, batch_size=32, epochs=40, class_weighting=True,
+                              lr_halve_every=10, val_fraction=0.2, patience=6)
 
 
 @dataclass
@@ -27,59 +44,176 @@ class EpochStats:
     epoch: int
     loss: float
     accuracy: float
+    lr: float = 0.0
+    val: dict = field(default_factory=dict)
 
 
 @dataclass
 class TrainResult:
     head: Head
     history: list = field(default_factory=list)
+    best_epoch: int = 0
 
     @property
     def final(self) -> EpochStats:
         return self.history[-1]
 
 
-def train_binary(X: np.ndarray, y: np.ndarray, encoder_key: str, recipe: BinaryRecipe = BinaryRecipe(),
-                 on_epoch=None) -> TrainResult:
-    """Train the seed's binary head on embeddings ``X`` (n, d) with labels ``y`` (1 = road)."""
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, held_out), each class split in the same proportion (at least one held out
+    per class that has two or more examples)."""
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        k = int(round(len(idx) * fraction))
+        if len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
+        else:
+            k = 0
+        held.extend(idx[:k])
+        train.extend(idx[k:])
+    return np.sort(np.array(train, dtype=int)), np.sort(np.array(held, dtype=int))
+
+
+def class_weights(y: np.ndarray, k: int) -> np.ndarray:
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    w = np.where(counts > 0, len(y) / (k * np.maximum(counts, 1)), 0.0)
+    return w.astype(np.float32)
+
+
+def train_head(kind: str, X: np.ndarray, y: np.ndarray, encoder_key: str,
+               recipe: Recipe = Recipe(), sample_weight: np.ndarray | None = None,
+               groups: np.ndarray | None = None, on_epoch=None) -> TrainResult:
+    """Train a head of ``kind`` on embeddings ``X`` (n, d) and class indices ``y``.
+
+    ``groups`` ties augmented views to their source image so a validation split never sees a
+    view of a training image; ``sample_weight`` weighs rows (e.g. augmented views).
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
     if len(X) != len(y) or len(X) == 0:
         raise ValueError(f"need as many labels as embeddings and at least one (got {len(X)}, {len(y)})")
-    if len(set(np.asarray(y).tolist())) < 2:
-        raise ValueError("training needs examples of both classes (field and road)")
+    if len(np.unique(y)) < 2:
+        raise ValueError("training needs examples of both classes (field and road)"
+                         if kind == BINARY else "training needs examples of at least two classes")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        head = new_binary_head(X.shape[1], encoder_key)
-        model = head.module
-        gen = torch.Generator().manual_seed(recipe.seed)
-        xs = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        ys = torch.from_numpy(np.asarray(y, dtype=np.float32))
-        opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
-        loss_fn = nn.BCEWithLogitsLoss()  # BCE on the sigmoid output, computed stably
-        result = TrainResult(head)
-        for epoch in range(1, recipe.epochs + 1):
-            model.train()
-            order = torch.randperm(len(xs), generator=gen)
-            total, correct = 0.0, 0
-            for i in range(0, len(xs), recipe.batch_size):
-                idx = order[i:i + recipe.batch_size]
-                logits = model.logits(xs[idx])
-                loss = loss_fn(logits, ys[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss) * len(idx)
-                correct += int(((logits >= 0) == (ys[idx] >= 0.5)).sum())
-            stats = EpochStats(epoch, total / len(xs), correct / len(xs))
-            result.history.append(stats)
-            if on_epoch:
-                on_epoch(stats)
-        model.eval()
+        head = new_head(kind, X.shape[1], encoder_key)
+        k = len(head.meta.classes)
+        if recipe.val_fraction > 0:
+            # split whole groups (an image and its augmented views); validation judges each
+            # held-out group's first row, the real image, never an augmented view
+            g = np.arange(len(y)) if groups is None else np.asarray(groups)
+            first = {gid: i for i, gid in reversed(list(enumerate(g)))}
+            uniq = np.array(sorted(first))
+            _, va_g = stratified_split(y[[first[u] for u in uniq]], recipe.val_fraction, recipe.seed)
+            va_set = set(uniq[va_g].tolist())
+            val_idx = np.array(sorted(first[u] for u in va_set), dtype=int)
+            train_idx = np.flatnonzero([gid not in va_set for gid in g])
+        else:
+            train_idx, val_idx = np.arange(len(y)), np.array([], dtype=int)
+        result = _fit(head, X, y, k, train_idx, val_idx, recipe, sample_weight, on_epoch)
     head.meta.metrics = {
         "train_loss": result.final.loss,
         "train_accuracy": result.final.accuracy,
-        "examples": int(len(xs)),
-        "epochs": recipe.epochs,
-        "recipe": {"lr": recipe.lr, "batch_size": recipe.batch_size, "epochs": recipe.epochs,
-                   "seed": recipe.seed, "loss": "bce", "optimizer": "adam"},
+        "examples": int(len(train_idx)),
+        "validation_examples": int(len(val_idx)),
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "recipe": {**asdict(recipe), "loss": "bce" if kind == BINARY else "cross_entropy",
+                   "optimizer": "adam"},
+        "curves": [asdict(h) for h in result.history],
     }
+    if len(val_idx):
+        head.meta.metrics["validation"] = result.history[result.best_epoch - 1].val
     return result
+
+
+def _fit(head: Head, X, y, k, train_idx, val_idx, recipe: Recipe, sample_weight, on_epoch) -> TrainResult:
+    model = head.module
+    binary = head.meta.kind == BINARY
+    gen = torch.Generator().manual_seed(recipe.seed)
+    xs, ys = torch.from_numpy(X[train_idx]), torch.from_numpy(y[train_idx])
+    row_w = torch.ones(len(train_idx))
+    if sample_weight is not None:
+        row_w = torch.from_numpy(np.asarray(sample_weight, np.float32)[train_idx])
+    if recipe.class_weighting:
+        row_w = row_w * torch.from_numpy(class_weights(y[train_idx], k))[ys]
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    sched = (torch.optim.lr_scheduler.StepLR(opt, step_size=recipe.lr_halve_every, gamma=0.5)
+             if recipe.lr_halve_every else None)
+    result = TrainResult(head)
+    best_score, best_state, since_best = -np.inf, None, 0
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        order = torch.randperm(len(xs), generator=gen)
+        total, correct = 0.0, 0
+        for i in range(0, len(xs), recipe.batch_size):
+            idx = order[i:i + recipe.batch_size]
+            logits = model.logits(xs[idx])
+            if binary:
+                per_row = nn.functional.binary_cross_entropy_with_logits(
+                    logits, ys[idx].float(), reduction="none")
+                hits = (logits >= 0).long() == ys[idx]
+            else:
+                per_row = nn.functional.cross_entropy(logits, ys[idx], reduction="none")
+                hits = logits.argmax(dim=1) == ys[idx]
+            w = row_w[idx]
+            loss = (per_row * w).sum() / w.sum() if (sample_weight is not None or recipe.class_weighting) \
+                else per_row.mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            correct += int(hits.sum())
+        stats = EpochStats(epoch, total / len(xs), correct / len(xs), opt.param_groups[0]["lr"])
+        if sched:
+            sched.step()
+        if len(val_idx):
+            model.eval()
+            stats.val = classification_metrics(y[val_idx], head.predict(X[val_idx]), head.meta.classes)
+            score = -stats.val[recipe.monitor] if "loss" in recipe.monitor else stats.val[recipe.monitor]
+            if score > best_score:
+                best_score, best_state, since_best = score, copy.deepcopy(model.state_dict()), 0
+                result.best_epoch = epoch
+            else:
+                since_best += 1
+        result.history.append(stats)
+        if on_epoch:
+            on_epoch(stats)
+        if recipe.patience and len(val_idx) and since_best >= recipe.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)  # early stopping keeps the best checkpoint, not the last
+    else:
+        result.best_epoch = len(result.history)
+    model.eval()
+    return result
+
+
+def train_binary(X: np.ndarray, y: np.ndarray, encoder_key: str, recipe: Recipe = Recipe(),
+                 on_epoch=None, sample_weight=None, groups=None) -> TrainResult:
+    """The binary head on labels ``y`` (1 = road)."""
+    return train_head(BINARY, X, np.asarray(y).astype(np.int64), encoder_key, recipe,
+                      sample_weight, groups, on_epoch)
+
+
+def out_of_fold_probs(kind: str, X: np.ndarray, y: np.ndarray, encoder_key: str, recipe: Recipe,
+                      folds: int = 5) -> np.ndarray:
+    """Each row's class probabilities from a head that never saw it (k-fold, stratified)."""
+    y = np.asarray(y, dtype=np.int64)
+    rng = np.random.default_rng(recipe.seed)
+    fold_of = np.zeros(len(y), dtype=int)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold_of[idx] = np.arange(len(idx)) % folds
+    k = 2 if kind == BINARY else 3
+    out = np.zeros((len(y), k), np.float32)
+    plain = Recipe(**{**asdict(recipe), "val_fraction": 0.0, "patience": 0})
+    for f in range(folds):
+        tr, te = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
+        if len(te) == 0 or len(np.unique(y[tr])) < 2:
+            continue
+        out[te] = train_head(kind, X[tr], y[tr], encoder_key, plain).head.predict(X[te])
+    return out

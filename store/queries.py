@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from .schema import (
     Batch, BatchImage, Embedding, Image, Label, ModelVersion, Prediction, ReviewTask, utcnow,
@@ -230,6 +230,71 @@ def record_predictions(session: Session, predictions: list[dict], sizes: dict[in
          "height": sizes.get(row.image_id, (None, None))[1]}
         for row in rows])
     return len(routed)
+
+
+def open_model_tasks(session: Session, human_reasons: Sequence[str]) -> list[ReviewTask]:
+    """Open (unclaimed) tasks routed only for reasons a better model can settle, i.e. for none
+    of ``human_reasons`` (audit samples and suspect labels wait for a person regardless)."""
+    q = select(ReviewTask).where(ReviewTask.state == "open")
+    for reason in human_reasons:
+        q = q.where(ReviewTask.reasons.not_like(f"%{reason}%"))
+    return list(session.scalars(q))
+
+
+def apply_rescore(session: Session, predictions: list[dict], version_id: int) -> int:
+    """Record re-score predictions; resolve tasks the new head no longer routes, refresh the rest.
+    Returns the number of tasks resolved."""
+    if not predictions:
+        return 0
+    now = utcnow()
+    rows = [Prediction(**{k: v for k, v in p.items() if k != "priority"}, created_at=now)
+            for p in predictions]
+    session.add_all(rows)
+    session.flush()
+    by_image = {row.image_id: (row, p["priority"]) for row, p in zip(rows, predictions)}
+    resolved = 0
+    for task in session.scalars(select(ReviewTask).where(
+            ReviewTask.state == "open", ReviewTask.image_id.in_(list(by_image)))):
+        row, priority = by_image[task.image_id]
+        task.prediction_id = row.id
+        if row.routed:
+            task.reasons, task.priority = row.reasons, float(priority)
+        else:
+            task.state, task.resolved_by_version_id = "resolved", version_id
+            resolved += 1
+    return resolved
+
+
+def open_review_tasks(session: Session, items: dict[int, tuple[str, float]]) -> int:
+    """Open a task (reason, priority) for each image that has no open or claimed task yet.
+    Returns how many were opened."""
+    if not items:
+        return 0
+    busy = {i for part in _chunks(list(items)) for i in session.scalars(
+        select(ReviewTask.image_id).where(ReviewTask.image_id.in_(part),
+                                          ReviewTask.state.in_(("open", "claimed"))))}
+    now = utcnow()
+    rows = [{"image_id": iid, "state": "open", "reasons": reason, "priority": float(priority),
+             "created_at": now, "updated_at": now}
+            for iid, (reason, priority) in items.items() if iid not in busy]
+    insert_ignore(session, ReviewTask, rows)
+    return len(rows)
+
+
+def hashes_by_id(session: Session, image_ids: Sequence[int]) -> dict[int, str]:
+    return {iid: sha for part in _chunks(list(image_ids))
+            for iid, sha in session.execute(select(Image.id, Image.sha256).where(Image.id.in_(part)))}
+
+
+def reopen_resolved(session: Session, version_id: int) -> int:
+    """Undo what a version's re-scoring resolved (when that version is rolled back)."""
+    live = aliased(ReviewTask)
+    has_live = (select(live.id).where(live.image_id == ReviewTask.image_id,
+                                      live.state.in_(("open", "claimed"))).exists())
+    res = session.execute(update(ReviewTask).where(
+        ReviewTask.state == "resolved", ReviewTask.resolved_by_version_id == version_id, ~has_live)
+        .values(state="open", resolved_by_version_id=None, updated_at=utcnow()))
+    return res.rowcount or 0
 
 
 # --------------------------------------------------------------------------- labels

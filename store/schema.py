@@ -127,6 +127,9 @@ class ReviewTask(Base):
     priority: Mapped[float] = mapped_column(Float)  # higher = more uncertain = sooner
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column()
+    # set when a newly promoted head re-scored the image as certain: the task left the queue as
+    # "resolved" by that version; rolling the version back reopens it
+    resolved_by_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     __table_args__ = (
@@ -135,7 +138,22 @@ class ReviewTask(Base):
               postgresql_where=text("state IN ('open', 'claimed')")),
         # claim-next: highest priority open task first
         Index("ix_review_task_queue", "state", "priority", "id"),
+        # claim-next as the web UI runs it: open tasks and (possibly expired) claims, scanned
+        # backwards by priority; the few live claims are filtered out on the way (store/review.py)
+        Index("ix_review_task_claimable", "priority", "id",
+              sqlite_where=text("state IN ('open', 'claimed')"),
+              postgresql_where=text("state IN ('open', 'claimed')")),
     )
+
+
+class ReviewSkip(Base):
+    """A reviewer passed on a task: it goes back to the queue for the others, not to them."""
+    __tablename__ = "review_skip"
+    task_id: Mapped[int] = mapped_column(ForeignKey("review_task.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class User(Base):
@@ -159,3 +177,21 @@ class Label(Base):
     cls: Mapped[str] = mapped_column(String(20))
     time_on_item_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        # a reviewer labels a task once: a double-posted label is stored once
+        Index("uq_label_task_user", "task_id", "user_id", unique=True),
+        # undo (a reviewer's newest label) and listing a reviewer's labels
+        Index("ix_label_user_id", "user_id", "id"),
+        # labels per day on the dashboard
+        Index("ix_label_created_at", "created_at"),
+    )
+
+
+class JobLock(Base):
+    """A named lock with a lease: a holder that crashes stops renewing it, and once
+    ``expires_at`` passes the next job may take it over (two retrains never run at once)."""
+    __tablename__ = "job_lock"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    acquired_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()

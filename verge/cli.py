@@ -29,11 +29,10 @@ def _friendly(fn):
     """Turn the errors people cause into one clear line (and a non-zero exit)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from models.encoder import UnknownEncoder, WeightsUnavailable
-        from models.heads import HeadMismatch
         from sqlalchemy.exc import OperationalError
-        from workers.submission import BrokerUnavailable
-        from workers.training import TrainingDataError
+
+        from models.errors import HeadMismatch, UnknownEncoder, WeightsUnavailable
+        from workers.errors import BrokerUnavailable, TrainingDataError
 
         try:
             return fn(*args, **kwargs)
@@ -309,25 +308,40 @@ def beat(loglevel):
 
 
 @main.command()
+@click.option("--no-web", is_flag=True, help="Start the worker (and beat) only.")
 @_friendly
-def up():
-    """Embedded mode in one command: migrate, start a worker, stay in the foreground."""
+def up(no_web):
+    """Embedded mode in one command: migrate, start a worker, beat and the web UI; Ctrl-C stops."""
     settings = _settings()
     _migrated(settings)
-    procs = [subprocess.Popen([sys.executable, "-m", "verge", "worker"])]
-    click.echo(f"verge is up (data in {settings.data_dir.resolve()}); submit with `verge submit PATH`, "
-               f"Ctrl-C stops")
+    serve(settings, web=not no_web)
+
+
+def serve(settings: Settings, web: bool = True, env: dict | None = None) -> None:
+    """Run a worker, beat and (optionally) the web UI as child processes until Ctrl-C or until
+    one of them stops; then stop the others."""
+    env = {**os.environ, **(env or {})}
+    names = ["worker", "beat"] + (["web"] if web else [])
+    procs = {name: subprocess.Popen([sys.executable, "-m", "verge", name], env=env) for name in names}
+    where = f"http://{settings.web_host}:{settings.web_port}/" if web else "no web UI"
+    click.echo(f"verge is up ({', '.join(names)}; data in {settings.data_dir.resolve()}; {where}); "
+               f"submit with `verge submit PATH`; Ctrl-C stops")
     try:
-        while all(p.poll() is None for p in procs):
+        while all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
+        stopped = [n for n, p in procs.items() if p.poll() is not None]
+        click.echo(f"verge: {', '.join(stopped)} stopped; stopping the rest", err=True)
     except KeyboardInterrupt:
         pass
     finally:
-        for p in procs:
+        for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=60)
+        for p in procs.values():
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 # ----------------------------------------------------------------------------- training
@@ -340,24 +354,44 @@ def train():
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=7, show_default=True)
+@click.option("--class-weighting", is_flag=True, help="Weigh classes by n / (k * n_class).")
+@click.option("--lr-halve-every", type=int, default=0, help="Halve the learning rate every N epochs.")
+@click.option("--early-stopping", type=int, default=0, metavar="PATIENCE",
+              help="Hold out a stratified 20 %% validation split, stop after PATIENCE epochs without a "
+                   "better validation loss, keep the best epoch's weights; prints held-out metrics.")
+@click.option("--augment", type=int, default=0, metavar="K",
+              help="Add K augmented views of each minority-class image (embeddings cached).")
+@click.option("--batch-size", type=int, default=3, show_default=True)
 @click.option("--no-activate", is_flag=True, help="Record the head as a candidate only.")
 @_friendly
-def train_binary_cmd(folder, seed, epochs, no_activate):
-    """The seed's recipe (BCE, Adam lr 3e-3, batch 3, 7 epochs) on FOLDER/fields and FOLDER/roads."""
-    from models.training import BinaryRecipe
+def train_binary_cmd(folder, seed, epochs, class_weighting, lr_halve_every, early_stopping, augment,
+                     batch_size, no_activate):
+    """The seed's recipe (BCE, Adam lr 3e-3, batch 3, 7 epochs, fixed seed) on FOLDER/fields and
+    FOLDER/roads; the seed's proposed fixes are flags, each off by default."""
+    from models.training import Recipe
     from workers.training import train_binary_dir
 
     settings = _settings()
     _migrated(settings)
+    recipe = Recipe(seed=seed, epochs=epochs, batch_size=batch_size, class_weighting=class_weighting,
+                    lr_halve_every=lr_halve_every, val_fraction=0.2 if early_stopping else 0.0,
+                    patience=early_stopping)
     out = train_binary_dir(
-        settings, folder, BinaryRecipe(seed=seed, epochs=epochs),
-        on_epoch=lambda st: click.echo(f"epoch {st.epoch}: loss {st.loss:.4f}  accuracy {st.accuracy:.4f}"),
-        progress_factory=_bar("embedding"), activate=not no_activate)
+        settings, folder, recipe, on_epoch=lambda st: click.echo(
+            f"epoch {st.epoch}: loss {st.loss:.4f}  accuracy {st.accuracy:.4f}"
+            + (f"  val loss {st.val['log_loss']:.4f}  val macro-F1 {st.val['macro_f1']:.3f}" if st.val else "")),
+        progress_factory=_bar("embedding"), activate=not no_activate, augment=augment)
     for name, reason in out.failed:
         click.echo(f"left out {name}: {reason}", err=True)
+    val = out.metrics.get("validation")
+    if val:
+        click.echo(f"held-out (best epoch {out.metrics['best_epoch']}): accuracy {val['accuracy']:.3f}, "
+                   f"macro-F1 {val['macro_f1']:.3f}, ECE {val['ece']:.3f}, confusion {val['confusion']} "
+                   f"(rows: field, road)")
     click.echo(f"model version {out.version_id} ({'active' if not no_activate else 'candidate'}): "
-               f"{out.examples} examples ({out.reused} embeddings reused, {out.embedded} computed), "
-               f"saved to {out.path}")
+               f"{out.examples} examples ({out.reused} embeddings reused, {out.embedded} computed"
+               + (f", {out.metrics['augmented_views']} augmented views" if augment else "")
+               + f"), saved to {out.path}")
 
 
 @main.group()
@@ -392,24 +426,157 @@ def models_list(as_json):
                    f"{r['created_at'][:19]}" + (f"  train acc {acc:.3f}" if acc is not None else ""))
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.option("--no-rescore", is_flag=True, help="Do not re-score open review tasks after a promotion.")
+@_friendly
+def retrain(as_json, no_rescore):
+    """Train a three-class candidate on all labels; promote it only if it beats the active head."""
+    from store.locks import LockBusy
+    from workers.retrain import retrain as run
+
+    settings = _settings()
+    _migrated(settings)
+    try:
+        out = run(settings, trigger="manual", on_epoch=None if as_json else (
+            lambda st: click.echo(f"epoch {st.epoch}: loss {st.loss:.4f}  train acc {st.accuracy:.3f}"
+                                  + (f"  val macro-F1 {st.val['macro_f1']:.3f}" if st.val else ""))))
+    except LockBusy as exc:
+        raise UserError(f"another retrain is running: {exc}") from None
+    rescored = _after_activation(settings) if out.promoted and not no_rescore else None
+    if as_json:
+        click.echo(json.dumps({**out.as_dict(), "rescore": rescored}, indent=2, default=str))
+        return
+    if out.version_id is None:
+        click.echo(f"nothing trained: {out.reason}")
+        return
+    c = out.candidate
+    click.echo(f"candidate version {out.version_id}: held-out accuracy {c['accuracy']:.3f}, "
+               f"macro-F1 {c['macro_f1']:.3f}, ECE {c['ece']:.3f} on {c['n']} images "
+               f"({out.labels} labeled, {len(out.ties)} ties left for adjudication)")
+    if out.active:
+        click.echo(f"active version {out.active_version_id} on the same images: accuracy "
+                   f"{out.active['accuracy']:.3f}, macro-F1 {out.active['macro_f1']:.3f}")
+    click.echo(("PROMOTED: " if out.promoted else "kept as candidate: ") + out.reason)
+    if out.suspects:
+        click.echo(f"{out.suspects} training labels look wrong and were routed to review (suspect_label)")
+    if rescored:
+        click.echo(rescored)
+
+
+def _after_activation(settings: Settings) -> str:
+    """Ask the workers to re-score open review tasks with the newly active head."""
+    from workers.errors import BrokerUnavailable
+    from workers.submission import check_broker
+
+    try:
+        check_broker(settings)
+    except BrokerUnavailable as exc:
+        return f"open review tasks not re-scored ({exc}); run `verge models rescore` later"
+    from workers.tasks import rescore_open
+
+    rescore_open.apply_async(queue=settings.queue)
+    return "re-scoring open review tasks with the new head (a worker does it)"
+
+
+@models.command("activate")
+@click.argument("version", type=int)
+@_friendly
+def models_activate(version):
+    """Make VERSION the active head (workers switch on their next chunk)."""
+    from workers.retrain import activate
+
+    settings = _settings()
+    _migrated(settings)
+    try:
+        mv = activate(settings, version)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"version {mv.id} ({mv.kind}) is active; {_after_activation(settings)}")
+
+
+@models.command("rollback")
+@_friendly
+def models_rollback():
+    """Re-activate the previous head and reopen the review tasks the current one resolved."""
+    from workers.retrain import rollback
+
+    settings = _settings()
+    _migrated(settings)
+    try:
+        old, new, reopened = rollback(settings)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"rolled back from version {old} to version {new}; {reopened} resolved review tasks reopened")
+
+
+@models.command("rescore")
+@_friendly
+def models_rescore():
+    """Re-score open review tasks with the active head (normally automatic after a promotion)."""
+    settings = _settings()
+    _migrated(settings)
+    click.echo(_after_activation(settings))
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--batch", default=None, help="Only this batch (name or number).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="Write here instead of standard output.")
+@_friendly
+def export(fmt, batch, output):
+    """Per image: hash, source name, latest prediction, model version, human labels, final label."""
+    from store import queries as q
+    from store.db import session_scope
+    from store.export import write_export
+
+    settings = _settings()
+    _migrated(settings)
+    with session_scope(settings.resolved_database_url) as s:
+        batch_id = None
+        if batch:
+            found = q.find_batch(s, batch)
+            if found is None:
+                raise UserError(f"no batch named or numbered {batch!r}")
+            batch_id = found.id
+        if output:
+            with open(output, "w", newline="", encoding="utf-8") as fh:
+                n = write_export(s, fh, fmt, batch_id)
+            click.echo(f"wrote {n} images to {output}", err=True)
+        else:
+            write_export(s, sys.stdout, fmt, batch_id)
+
+
 # ----------------------------------------------------------------------------- misc
 @main.command("settings")
-def settings_cmd():
+@click.option("--markdown", is_flag=True, help="As the README's table.")
+def settings_cmd(markdown):
     """Print every setting, its default and what it does."""
+    if markdown:
+        click.echo("| variable | default | meaning |\n|---|---|---|")
     for env, default, doc in settings_table():
-        click.echo(f"{env:<26} {default:<24} {doc}")
+        if markdown:
+            click.echo(f"| `{env}` | `{default}` | {doc} |".replace("|this", "\\|this")
+                       .replace("by `|`", "by `\\|`"))
+        else:
+            click.echo(f"{env:<30} {default:<24} {doc}")
 
 
 @main.command()
 @click.option("--data", "data", type=click.Path(path_type=Path), default=None,
               help="Folder with fields/ and roads/ (default: the shared photos, else generated ones).")
+@click.option("--no-serve", is_flag=True, help="Exit after the table instead of serving the web UI.")
 @_friendly
-def demo(data):
-    """Set up, train the seed's head, score a batch with a worker and print what was routed."""
+def demo(data, no_serve):
+    """Set up, train the seed's head, score a batch with a worker, print what was routed, then
+    serve the web UI with a demo login (Ctrl-C stops)."""
     from .demo import run_demo
 
-    run_demo(_settings(), data)
+    run_demo(_settings(), data, serve_after=not no_serve)
 
+
+from webui.cli import register as _register_web; _register_web(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -65,10 +65,10 @@ def broken_files(folder: Path, sample: Path) -> list[Path]:
     return [truncated, text]
 
 
-def run_demo(settings: Settings, data: Path | None = None) -> None:
+def run_demo(settings: Settings, data: Path | None = None, serve_after: bool = True) -> None:
     from workers.training import labeled_files, train_binary_files
 
-    from .cli import _bar, _migrated, _wait
+    from .cli import _bar, _migrated, _wait, serve
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _migrated(settings)
@@ -129,6 +129,32 @@ def run_demo(settings: Settings, data: Path | None = None) -> None:
     print_table(settings, result.batch_id, banner, truth)
     click.echo(f"\nbatch {status['batch']}: {status['scored']} scored, {status['failed']} failed, "
                f"{status['routed']} routed to review. Try: verge status {status['batch']}")
+    if not serve_after:
+        return
+    password = demo_login(settings)
+    click.secho(f"\nReview them: open http://{settings.web_host}:{settings.web_port}/ and log in as "
+                f"'demo' with password '{password}' (an admin: upload, users, models).", bold=True)
+    if banner:
+        click.secho("!! " + banner + " !!", fg="red", bold=True)
+    serve(settings, web=True, env=env)
+
+
+def demo_login(settings: Settings) -> str:
+    """(Re)create the demo admin with a fresh random password; return the password."""
+    import secrets as _secrets
+
+    from store import users as store_users
+    from store.db import session_scope
+    from webui.security import hash_password
+
+    password = _secrets.token_urlsafe(9)
+    with session_scope(settings.resolved_database_url) as s:
+        user = store_users.user_by_name(s, "demo")
+        if user is None:
+            store_users.create_user(s, "demo", hash_password(password), "admin")
+        else:
+            store_users.set_password_hash(s, user.id, hash_password(password))
+    return password
 
 
 def print_table(settings: Settings, batch_id: int, banner: str | None, truth: dict | None = None) -> None:

@@ -30,6 +30,20 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be 0 or a positive whole number")
+    return value
+
+
+def _metric(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("macro_f1", "accuracy"):
+        raise ValueError("must be macro_f1 or accuracy")
+    return value
+
+
 def _fraction(raw: str) -> float:
     value = float(raw)
     if not 0.0 <= value <= 1.0:
@@ -58,6 +72,22 @@ def _device(raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("auto", "cpu") and not value.startswith("cuda"):
         raise ValueError("must be auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a port number between 1 and 65535")
     return value
 
 
@@ -145,6 +175,57 @@ class Settings:
         "VERGE_MAX_FILE_BYTES", 200_000_000, _positive_int,
         "Files larger than this are refused at submission with a clear reason.")
 
+    # ----------------------------------------------------------------- web UI
+    web_host: str = _setting(
+        "VERGE_WEB_HOST", "127.0.0.1", _str,
+        "Address `verge web` listens on (`0.0.0.0` to serve other machines).")
+    web_port: int = _setting(
+        "VERGE_WEB_PORT", 8000, _port, "Port `verge web` listens on.")
+    secret_key: str = _setting(
+        "VERGE_SECRET_KEY", "", _opt_str,
+        "Signs the web UI's session cookies; empty means a random key kept in "
+        "`$VERGE_DATA_DIR/secret_key` (created once, mode 600). Set it when several web servers "
+        "share one database.")
+    https: bool = _setting(
+        "VERGE_HTTPS", False, _bool,
+        "`1` when the web UI is served over HTTPS (behind a proxy): cookies are then marked Secure.")
+    review_lease: int = _setting(
+        "VERGE_REVIEW_LEASE", 600, _positive_int,
+        "Seconds a reviewer holds a claimed review task; an expired lease returns it to the queue.")
+    max_upload_bytes: int = _setting(
+        "VERGE_MAX_UPLOAD_BYTES", 2_000_000_000, _positive_int,
+        "Largest web or API upload request (all files together); larger ones get HTTP 413.")
+
+    caption_road_and_field: str = _setting(
+        "VERGE_CAPTION_ROAD_AND_FIELD", "this is a photo of a road through fields.", _str,
+        "Zero-shot's third caption, used once a three-class head is active.")
+    min_confidence: float = _setting(
+        "VERGE_MIN_CONFIDENCE", 0.6, _fraction,
+        "Three-class phase: a top probability below this is routed as `near_threshold`.")
+    retrain_cron: str = _setting(
+        "VERGE_RETRAIN_CRON", "0 3 * * *", _opt_str,
+        "When beat retrains (`minute hour day month weekday`, UTC); empty disables the schedule.")
+    retrain_after_labels: int = _setting(
+        "VERGE_RETRAIN_AFTER_LABELS", 200, _non_negative_int,
+        "Beat also retrains once this many new human labels arrived since the last model; 0 disables.")
+    promote_metric: str = _setting(
+        "VERGE_PROMOTE_METRIC", "macro_f1", _metric,
+        "Held-out metric a candidate must beat the active head on: `macro_f1` or `accuracy`.")
+    promote_margin: float = _setting(
+        "VERGE_PROMOTE_MARGIN", 0.01, _fraction,
+        "How much better (absolute) the candidate must be to be promoted.")
+    holdout_fraction: float = _setting(
+        "VERGE_HOLDOUT_FRACTION", 0.2, _fraction,
+        "Share of labeled images (picked from their hash, stable across runs) kept out of training "
+        "to judge candidate and active head.")
+    suspect_threshold: float = _setting(
+        "VERGE_SUSPECT_THRESHOLD", 0.9, _fraction,
+        "Out-of-fold probability of another class above which a training label is routed as "
+        "`suspect_label`.")
+    retrain_lock_ttl: int = _setting(
+        "VERGE_RETRAIN_LOCK_TTL", 300, _positive_int,
+        "Seconds the retrain lock lives without renewal; a crashed retrain frees it after this.")
+
     # ----------------------------------------------------------------- derived places
     @property
     def resolved_database_url(self) -> str:
@@ -188,6 +269,8 @@ def settings_table() -> list[tuple[str, str, str]]:
     rows = []
     for f in fields(Settings):
         default = f.default
+        if isinstance(default, bool):
+            default = int(default)
         if isinstance(default, tuple):
             default = ("|" if f.name == "captions" else ",").join(str(x) for x in default)
         rows.append((f.metadata["env"], str(default) if default != "" else "(empty)", f.metadata["doc"]))

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from celery import Celery
+from celery.schedules import crontab
 
-from verge.settings import Settings
+from verge.settings import Settings, SettingsError
 
 app = Celery("verge", include=["workers.tasks"])
 
@@ -18,12 +19,52 @@ app = Celery("verge", include=["workers.tasks"])
 def broker_options(settings: Settings) -> tuple[str, dict]:
     if settings.embedded_broker:
         queue_dir = settings.broker_dir / "queue"
-        queue_dir.mkdir(parents=True, exist_ok=True)
+        control_dir = settings.broker_dir / "control"  # broadcast (pidbox) messages
+        for d in (queue_dir, control_dir):
+            d.mkdir(parents=True, exist_ok=True)
         return "filesystem://localhost/", {
             "data_folder_in": str(queue_dir), "data_folder_out": str(queue_dir),
-            "store_processed": False,
+            "control_folder": str(control_dir), "store_processed": False,
         }
-    return settings.broker_url, {"visibility_timeout": settings.visibility_timeout}
+    vt = settings.visibility_timeout
+    return settings.broker_url, {
+        "visibility_timeout": vt,
+        # sweep for chunks a dead worker left unacknowledged every few seconds (kombu's default
+        # scans only every 100 s) and never let a dead sweeper's mutex outlive the timeout
+        "unacked_restore_interval": max(1, min(10, vt // 3)),
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": max(5, min(300, vt)),
+    }
+
+
+def beat_schedule(settings: Settings) -> dict:
+    """The periodic jobs: sweep stalled images; retrain on a cron schedule and/or label count."""
+    opts = {"queue": settings.queue}
+    schedule = {
+        "requeue-stalled": {"task": "verge.requeue_stalled",
+                            "schedule": timedelta(seconds=max(60, settings.requeue_after // 6)),
+                            "options": opts},
+    }
+    if settings.retrain_cron:
+        schedule["retrain-cron"] = {"task": "verge.retrain", "schedule": parse_cron(settings.retrain_cron),
+                                    "args": ("schedule",), "options": opts}
+    if settings.retrain_after_labels:
+        schedule["retrain-on-labels"] = {"task": "verge.maybe_retrain",
+                                         "schedule": timedelta(minutes=5), "options": opts}
+    return schedule
+
+
+def parse_cron(expr: str) -> crontab:
+    parts = expr.split()
+    if len(parts) != 5:
+        raise SettingsError(f"VERGE_RETRAIN_CRON={expr!r} is not valid: needs five fields "
+                            f"'minute hour day month weekday', e.g. '0 3 * * *'")
+    minute, hour, day, month, weekday = parts
+    try:
+        return crontab(minute=minute, hour=hour, day_of_month=day, month_of_year=month,
+                       day_of_week=weekday)
+    except Exception as exc:
+        raise SettingsError(f"VERGE_RETRAIN_CRON={expr!r} is not valid: {exc}") from None
 
 
 def configure(settings: Settings) -> Celery:
@@ -42,13 +83,7 @@ def configure(settings: Settings) -> Celery:
         task_default_queue=settings.queue,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
-        beat_schedule={
-            "requeue-stalled": {
-                "task": "verge.requeue_stalled",
-                "schedule": timedelta(seconds=max(60, settings.requeue_after // 6)),
-                "options": {"queue": settings.queue},
-            },
-        },
+        beat_schedule=beat_schedule(settings),
     )
     app.verge_settings = settings
     return app

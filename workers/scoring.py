@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 
 from models.encoder import Encoder, EncoderSpec, load_encoder
-from models.heads import Head, load_head
+from models.heads import THREE_CLASS, Head, load_head
 from models.pipeline import embed_keys, stack
 from models.zeroshot import ZeroShot, zero_shot_for
 from store import queries as q
@@ -28,7 +28,7 @@ from store.db import session_scope
 from store.schema import CLASSES
 from verge.settings import Settings
 
-from .routing import RoutingPolicy, binary_class, route
+from .routing import HUMAN_REASONS, RoutingPolicy, binary_class, route, route_three_class
 
 log = logging.getLogger("verge.scoring")
 
@@ -51,10 +51,12 @@ class Scorer:
         self.settings = settings
         self.encoder = encoder or load_encoder(EncoderSpec(settings.encoder, settings.pretrained),
                                                settings.device)
-        classes = CLASSES[:len(settings.captions)]
-        self.zero_shot: ZeroShot = zero_shot_for(self.encoder, settings.captions, classes)
+        # field/road with the seed's captions; the third caption joins for the three-class phase
+        self.zero_shot: ZeroShot = zero_shot_for(self.encoder, settings.captions[:2], CLASSES[:2])
+        self.zero_shot3: ZeroShot = zero_shot_for(
+            self.encoder, (*settings.captions[:2], settings.caption_road_and_field), CLASSES)
         self.blobs = BlobStore(settings.resolved_blob_dir)
-        self.policy = RoutingPolicy(settings.route_band, settings.audit_fraction)
+        self.policy = RoutingPolicy(settings.route_band, settings.audit_fraction, settings.min_confidence)
         self._head: tuple[int, Head] | None = None
 
     def head_for(self, version_id: int | None, path: str | None) -> Head | None:
@@ -87,47 +89,26 @@ class Scorer:
             images = [im for im in q.images_by_id(s, image_ids) if im.status != "failed"]
             seen = q.already_predicted(s, [im.id for im in images], mv_id)
             todo = [im for im in images if im.id not in seen]
-            report.skipped = len(images) - len(todo)
-            q.count_attempt(s, [im.id for im in todo])
-        # Deliveries that never finished (the worker was killed) show up as attempts.
-        crashed = {im.id: f"scoring was interrupted {im.attempts} times (the worker died on this "
-                          f"image's chunk); giving up after VERGE_MAX_ATTEMPTS={self.settings.max_attempts}"
-                   for im in todo if im.attempts >= self.settings.max_attempts}
-        todo = [im for im in todo if im.id not in crashed]
+            prior = {im.id: im.attempts for im in todo}
+            q.count_attempt(s, list(prior))
+        report.skipped = len(images) - len(todo)
+        # Deliveries that began and never finished (the worker was killed) show up as attempts.
+        errors = {iid: f"scoring was interrupted {n} times (the worker died on this image's chunk); "
+                       f"gave up after VERGE_MAX_ATTEMPTS={self.settings.max_attempts}"
+                  for iid, n in prior.items() if n >= self.settings.max_attempts}
+        todo = [im for im in todo if im.id not in errors]
         head = self.head_for(mv_id, mv_path)
 
         stored, fresh = self.embed(todo) if todo else ({}, None)
-        vectors = dict(stored)
-        errors = dict(crashed)
-        sizes = {}
+        vectors, sizes = dict(stored), {}
         if fresh is not None:
             vectors.update(fresh.vectors)
             errors.update(fresh.errors)
             sizes = fresh.sizes
             report.embedded = len(fresh.vectors)
         scored = [im for im in todo if im.id in vectors]
-        X = stack([vectors[im.id] for im in scored], self.encoder.embedding_dim)
-        zs = self.zero_shot.predict(X)
-        head_probs = head.predict(X) if head is not None and len(X) else None
-        road = self.zero_shot.classes.index("road")
-
-        predictions = []
-        for i, im in enumerate(scored):
-            zs_p_road = float(zs[i, road])
-            p_road = float(head_probs[i, head.meta.classes.index("road")]) if head_probs is not None else None
-            decision = route(p_road, zs_p_road, im.sha256, self.policy)
-            predictions.append({
-                "image_id": im.id, "model_version_id": mv_id, "encoder": self.encoder.key,
-                "head_probs": (dict(zip(head.meta.classes, map(float, head_probs[i])))
-                               if head_probs is not None else None),
-                "p_road": p_road,
-                "zs_probs": dict(zip(self.zero_shot.classes, map(float, zs[i]))),
-                "zs_p_road": zs_p_road,
-                "predicted_class": binary_class(p_road if p_road is not None else zs_p_road),
-                "zs_class": binary_class(zs_p_road),
-                "routed": decision.routed, "reasons": decision.reasons_text,
-                "priority": decision.priority,
-            })
+        predictions = self.predict(scored, stack([vectors[im.id] for im in scored],
+                                                 self.encoder.embedding_dim), head, mv_id)
         new_vectors = {iid: v for iid, v in vectors.items() if iid not in stored}
         try:
             with session_scope(url) as s:
@@ -136,7 +117,8 @@ class Scorer:
                 q.mark_failed(s, errors)
         except IntegrityError:
             # Another delivery of this chunk won the race and wrote first; nothing is lost.
-            log.info("chunk %s..%s was written concurrently; treating as done", image_ids[:1], image_ids[-1:])
+            log.info("chunk starting at image %s was written concurrently; treating it as done",
+                     image_ids[:1])
             report.skipped += len(predictions)
             predictions = []
         report.scored = len(predictions)
@@ -145,14 +127,64 @@ class Scorer:
         report.seconds = time.perf_counter() - started
         return report
 
+    def predict(self, images, X, head: Head | None, mv_id: int | None) -> list[dict]:
+        """Both judges and the routing decision for each image: rows for ``record_predictions``."""
+        three = head is not None and head.meta.kind == THREE_CLASS
+        zs2 = self.zero_shot.predict(X)                  # p(road) for the dashboards, both phases
+        zs = self.zero_shot3.predict(X) if three else zs2
+        zs_classes = self.zero_shot3.classes if three else self.zero_shot.classes
+        head_probs = head.predict(X) if head is not None and len(X) else None
+        out = []
+        for i, im in enumerate(images):
+            zs_p_road = float(zs2[i, 1])
+            zs_row = dict(zip(zs_classes, map(float, zs[i])))
+            head_row = (dict(zip(head.meta.classes, map(float, head_probs[i])))
+                        if head_probs is not None else None)
+            p_road = head_row["road"] if head_row else None
+            if three:
+                decision = route_three_class(head_row, zs_row, im.sha256, self.policy)
+                predicted = max(head_row, key=head_row.get)
+            else:
+                decision = route(p_road, zs_p_road, im.sha256, self.policy)
+                predicted = binary_class(zs_p_road if p_road is None else p_road)
+            out.append({
+                "image_id": im.id, "model_version_id": mv_id, "encoder": self.encoder.key,
+                "head_probs": head_row, "p_road": p_road, "zs_probs": zs_row, "zs_p_road": zs_p_road,
+                "predicted_class": predicted, "zs_class": max(zs_row, key=zs_row.get),
+                "routed": decision.routed, "reasons": decision.reasons_text,
+                "priority": decision.priority,
+            })
+        return out
+
+    def rescore_open_tasks(self) -> dict:
+        """After a promotion: re-score the images of open review tasks with the active head from
+        their stored embeddings (no CLIP forward pass). Tasks a better model is now sure about
+        leave the queue as ``resolved`` (by that version; a rollback reopens them)."""
+        url = self.settings.resolved_database_url
+        with session_scope(url) as s:
+            mv = q.active_model(s)
+            if mv is None:
+                return {"rescored": 0, "resolved": 0}
+            tasks = q.open_model_tasks(s, HUMAN_REASONS)
+            images = q.images_by_id(s, [t.image_id for t in tasks])
+            vectors = q.stored_embeddings(s, [im.id for im in images], self.encoder.key)
+            seen = q.already_predicted(s, list(vectors), mv.id)
+        head = self.head_for(mv.id, mv.path)
+        images = [im for im in images if im.id in vectors and im.id not in seen]
+        predictions = self.predict(images, stack([vectors[im.id] for im in images],
+                                                 self.encoder.embedding_dim), head, mv.id)
+        with session_scope(url) as s:
+            resolved = q.apply_rescore(s, predictions, mv.id)
+        log.info("re-scored %d open tasks with head %s: %d resolved", len(predictions), mv.id, resolved)
+        return {"rescored": len(predictions), "resolved": resolved}
+
 
 _scorers: dict = {}
 
 
 def scorer_for(settings: Settings) -> Scorer:
     """The process's Scorer (the model stays loaded between chunks)."""
-    key = (settings.encoder, settings.pretrained, settings.device, settings.captions,
-           settings.resolved_database_url, settings.route_band, settings.audit_fraction)
+    key = settings  # frozen dataclass: any change of settings builds a new scorer
     if key not in _scorers:
         _scorers.clear()
         _scorers[key] = Scorer(settings)

@@ -23,14 +23,11 @@ from store.schema import BatchImage, Image
 from verge.settings import Settings
 
 from .app import app, configure
+from .errors import BrokerUnavailable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic",
                   ".heif", ".avif", ".jfif", ".ppm", ".pgm", ".pbm"}
 GROUP = 256  # files per registration transaction: bounded memory however large the submission
-
-
-class BrokerUnavailable(RuntimeError):
-    pass
 
 
 @dataclass

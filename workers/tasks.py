@@ -56,3 +56,37 @@ def _warm_model(**_):
         scorer_for(settings_of(app))
     except Exception:  # the first task reports it; a worker process must not die at boot
         log.exception("could not load the model at worker start")
+
+
+@app.task(name="verge.rescore_open")
+def rescore_open() -> dict:
+    """After a promotion: open review tasks re-scored with the new head (workers hold the encoder
+    whose text embeddings zero-shot needs)."""
+    return scorer_for(settings_of(app)).rescore_open_tasks()
+
+
+@app.task(name="verge.retrain")
+def retrain(trigger: str = "schedule") -> dict:
+    from store.locks import LockBusy
+
+    from .retrain import retrain as run
+
+    try:
+        outcome = run(settings_of(app), trigger=trigger)
+    except LockBusy as exc:
+        log.info("retrain skipped: %s", exc)
+        return {"skipped": str(exc)}
+    if outcome.promoted:
+        rescore_open.apply_async(queue=settings_of(app).queue)
+    return outcome.as_dict()
+
+
+@app.task(name="verge.maybe_retrain")
+def maybe_retrain() -> dict | None:
+    """Beat's label counter: retrain once enough new human labels arrived."""
+    from .retrain import new_labels_since_last_model
+
+    settings = settings_of(app)
+    if settings.retrain_after_labels and new_labels_since_last_model(settings) >= settings.retrain_after_labels:
+        return retrain("labels")
+    return None

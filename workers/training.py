@@ -16,21 +16,19 @@ import numpy as np
 
 from models.encoder import EncoderSpec, load_encoder
 from models.heads import save_head
+from models.augment import embed_views
 from models.pipeline import embed_keys
-from models.training import BinaryRecipe, EpochStats, train_binary
+from models.training import Recipe, EpochStats, train_binary
 from store import queries as q
 from store.blobs import BlobStore
 from store.db import session_scope
 from store.schema import ModelVersion
 from verge.settings import Settings
 
+from .errors import TrainingDataError
 from .submission import IMAGE_SUFFIXES
 
 CLASS_FOLDERS = {"fields": "field", "roads": "road"}
-
-
-class TrainingDataError(ValueError):
-    pass
 
 
 @dataclass
@@ -42,6 +40,7 @@ class TrainOutcome:
     embedded: int                   # embeddings computed now
     failed: list                    # (file, reason) left out of training
     history: list
+    metrics: dict
 
 
 def labeled_files(folder: Path) -> list[tuple[Path, str]]:
@@ -59,23 +58,26 @@ def labeled_files(folder: Path) -> list[tuple[Path, str]]:
     return out
 
 
-def train_binary_dir(settings: Settings, folder: Path, recipe: BinaryRecipe = BinaryRecipe(),
+def train_binary_dir(settings: Settings, folder: Path, recipe: Recipe = Recipe(),
                      on_epoch: Callable[[EpochStats], None] | None = None,
-                     progress_factory=None, activate: bool = True) -> TrainOutcome:
+                     progress_factory=None, activate: bool = True, augment: int = 0) -> TrainOutcome:
     """The seed's recipe on ``folder/fields`` and ``folder/roads``."""
     folder = Path(folder).resolve()
     files = labeled_files(folder)
     if not files:
         raise TrainingDataError(f"no images under {folder}/fields or {folder}/roads")
     return train_binary_files(settings, files, f"training:{folder}", recipe, on_epoch,
-                              progress_factory, activate)
+                              progress_factory, activate, augment)
 
 
 def train_binary_files(settings: Settings, files: list[tuple[Path, str]], source: str,
-                       recipe: BinaryRecipe = BinaryRecipe(),
+                       recipe: Recipe = Recipe(),
                        on_epoch: Callable[[EpochStats], None] | None = None,
-                       progress_factory=None, activate: bool = True) -> TrainOutcome:
-    """Train the binary head on (file, "field"|"road") pairs; record it as a model version."""
+                       progress_factory=None, activate: bool = True, augment: int = 0) -> TrainOutcome:
+    """Train the binary head on (file, "field"|"road") pairs; record it as a model version.
+
+    ``augment`` > 0 adds that many augmented views of every minority-class image (their
+    embeddings are cached under ``<encoder key>#aug<j>``, so a second run encodes nothing)."""
     url = settings.resolved_database_url
     blobs = BlobStore(settings.resolved_blob_dir)
     encoder = load_encoder(EncoderSpec(settings.encoder, settings.pretrained), settings.device)
@@ -106,8 +108,12 @@ def train_binary_files(settings: Settings, files: list[tuple[Path, str]], source
     ids = [iid for iid in dict.fromkeys(reg.image_ids) if iid in vectors]
     X = np.stack([vectors[i] for i in ids]).astype(np.float32)
     y = np.array([1.0 if label_of[i] == "road" else 0.0 for i in ids], np.float32)
-    result = train_binary(X, y, encoder.key, recipe, on_epoch=on_epoch)
-    result.head.meta.metrics["source"] = source
+    groups = np.array(ids)
+    if augment:
+        extra_X, extra_y, extra_g = augmented_rows(settings, encoder, ids, y, sha_of, blobs, augment)
+        X, y, groups = np.concatenate([X, extra_X]), np.concatenate([y, extra_y]), np.concatenate([groups, extra_g])
+    result = train_binary(X, y, encoder.key, recipe, on_epoch=on_epoch, groups=groups)
+    result.head.meta.metrics.update({"source": source, "augmented_views": int(len(X) - len(ids))})
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     path = save_head(result.head, settings.model_dir / f"binary-{stamp}-{secrets.token_hex(3)}.pt")
@@ -122,4 +128,29 @@ def train_binary_files(settings: Settings, files: list[tuple[Path, str]], source
         version_id = mv.id
     failed = [(name, done.errors[iid]) for iid, (name, _, _) in zip(reg.image_ids, rows)
               if iid in done.errors]
-    return TrainOutcome(version_id, path, len(ids), len(stored), len(done.vectors), failed, result.history)
+    return TrainOutcome(version_id, path, len(ids), len(stored), len(done.vectors), failed, result.history,
+                        result.head.meta.metrics)
+
+
+def augmented_rows(settings: Settings, encoder, ids, y, sha_of, blobs: BlobStore, views: int):
+    """Embeddings of ``views`` augmented views of each minority-class image, cached in the
+    embedding table under ``<encoder key>#aug<j>``."""
+    minority = 0.0 if (y == 0).sum() < (y == 1).sum() else 1.0
+    chosen = [iid for iid, label in zip(ids, y) if label == minority]
+    url = settings.resolved_database_url
+    cached: dict = {}
+    with session_scope(url) as s:
+        for j in range(1, views + 1):
+            for iid, v in q.stored_embeddings(s, chosen, f"{encoder.key}#aug{j}").items():
+                cached[(iid, j)] = v
+    todo = [iid for iid in chosen if any((iid, j) not in cached for j in range(1, views + 1))]
+    fresh = embed_views(encoder, [(iid, sha_of[iid], blobs.get(sha_of[iid])) for iid in todo], views,
+                        settings.batch_size)
+    with session_scope(url) as s:
+        for j in range(1, views + 1):
+            q.save_embeddings(s, f"{encoder.key}#aug{j}",
+                              {iid: v for (iid, jj), v in fresh.items() if jj == j})
+    cached.update(fresh)
+    keys = sorted(cached)
+    return (np.stack([cached[k] for k in keys]).astype(np.float32),
+            np.full(len(keys), minority, np.float32), np.array([iid for iid, _ in keys]))

@@ -1,0 +1,387 @@
+"""Shared pieces of the benchmarks: varied copies of the shared photos, a throwaway Postgres
+database, a private Redis queue, a real ``verge worker`` subprocess, and cleanup that runs however
+the script ends. Not a benchmark itself (the leading underscore keeps it out of the list).
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import io
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+# The checkout goes first: `python bench/x.py` works without an install, and bench/store.py can
+# never shadow the `store` package.
+sys.path[:] = [str(REPO)] + [p for p in sys.path if p != str(REPO)]
+
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
+PHOTO_DIRS = (REPO.parent / "shared" / "datasets" / "fields-roads",   # /work/shared next to the checkout
+              REPO / "shared" / "datasets" / "fields-roads")          # a device machine's copy
+
+_cleanups: list[Callable[[], None]] = []
+
+
+# --------------------------------------------------------------------------- cleanup
+def on_exit(fn: Callable[[], None]) -> Callable[[], None]:
+    """Run ``fn`` when the script ends (normally, by exception, Ctrl-C or SIGTERM), newest first."""
+    _cleanups.append(fn)
+    return fn
+
+
+def _run_cleanups() -> None:
+    while _cleanups:
+        fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception as exc:  # cleanup must go on; say what was left behind
+            print(f"# cleanup: {fn.__name__} failed: {exc}", file=sys.stderr)
+
+
+def _on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+atexit.register(_run_cleanups)
+
+
+def install_sigterm() -> None:
+    """SIGTERM (e.g. from `timeout`) ends the script through its cleanups. Called from each
+    script's main(), so pool processes it spawns keep the default behaviour."""
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
+def bench_env(extra: dict) -> dict:
+    """The environment for verge subprocesses: no inherited VERGE_* knobs, only ours."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VERGE_")}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, AttributeError):
+        pass
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = f", GPU {torch.cuda.get_device_name(0)}"
+        else:
+            gpu = ", no GPU"
+    except Exception:
+        pass
+    return f"{os.cpu_count()} CPU cores ({cpu}){mem}{gpu}; {platform.system()} {platform.release()}"
+
+
+# --------------------------------------------------------------------------- photos
+def photos_dir(given: str | None = None) -> Path:
+    candidates = [Path(given)] if given else list(PHOTO_DIRS)
+    for d in candidates:
+        if d.is_dir() and any(d.rglob("*.jp*g")):
+            return d
+    raise SystemExit(f"bench: no photos found in {', '.join(map(str, candidates))}; "
+                     f"pass --photos DIR (a folder of JPEGs, e.g. the shared fields-roads set)")
+
+
+def _vary(job) -> list[tuple[int, str, int]]:
+    """Write the copies of one original: each has one more pixel inverted, re-encoded with the
+    original's own quantisation tables and subsampling (so sizes stay realistic)."""
+    from PIL import Image
+
+    src, items, out_dir = job
+    img = Image.open(src)
+    img.load()
+    extra = {k: img.info[k] for k in ("exif", "icc_profile") if img.info.get(k)}
+    if img.info.get("progressive"):
+        extra["progressive"] = True
+    w, h = img.size
+    seen: set[str] = set()
+    written = []
+    for k, variant in items:
+        for attempt in range(20):
+            i = variant * 20 + attempt + 1
+            xy = ((i * 7919) % w, (i * 104729) % h)
+            px = img.getpixel(xy)
+            img.putpixel(xy, tuple(255 - c for c in px) if isinstance(px, tuple) else 255 - px)
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality="keep", subsampling="keep", **extra)
+            data = buf.getvalue()
+            digest = hashlib.sha256(data).hexdigest()
+            if digest not in seen:  # an inverted pixel that quantised away: invert another
+                seen.add(digest)
+                break
+        path = Path(out_dir) / f"{k:06d}-{Path(src).stem[:40]}.jpg"
+        path.write_bytes(data)
+        written.append((k, str(path), len(data)))
+    return written
+
+
+def make_copies(n: int, out_dir: Path, photos: Path, processes: int | None = None,
+                quiet: bool = False) -> list[Path]:
+    """``n`` distinct JPEG files made from the photos in ``photos`` (copy k comes from original
+    k mod count). Returns them in order. Identical files would be deduplicated by verge, so every
+    copy differs from every other in at least one pixel."""
+    originals = sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not originals:
+        raise SystemExit(f"bench: no JPEGs under {photos}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs: dict[int, list] = {}
+    for k in range(n):
+        jobs.setdefault(k % len(originals), []).append((k, k // len(originals)))
+    work = [(str(originals[i]), items, str(out_dir)) for i, items in jobs.items()]
+    # large originals first so one 6000-px photo does not finish last on its own
+    work.sort(key=lambda j: -Path(j[0]).stat().st_size * len(j[1]))
+    started = time.perf_counter()
+    paths: dict[int, Path] = {}
+    total = 0
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold torch threads
+    with ctx.Pool(processes or os.cpu_count() or 1) as pool:
+        for written in pool.imap_unordered(_vary, work):
+            for k, p, size in written:
+                paths[k] = Path(p)
+                total += size
+    out = [paths[k] for k in range(n)]
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in out}
+    if len(digests) != n:
+        raise SystemExit(f"bench: only {len(digests)} of {n} copies are distinct")
+    if not quiet:
+        print(f"# images: {n} distinct JPEGs from {len(originals)} photos in {photos} "
+              f"(mean {total / n / 1024:.0f} KiB, {total / 2**20:.0f} MiB), "
+              f"made in {time.perf_counter() - started:.1f} s")
+    return out
+
+
+def temp_dir(prefix: str) -> Path:
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+
+    def remove_temp_dir():
+        shutil.rmtree(d, ignore_errors=True)
+
+    on_exit(remove_temp_dir)
+    return d
+
+
+# --------------------------------------------------------------------------- services
+def port_open(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return u.host or "127.0.0.1", u.port or default_port
+
+
+def pg_admin_url() -> str:
+    """The server of VERGE_DATABASE_URL when that names Postgres, else the local default; the
+    admin connection goes to its ``postgres`` database."""
+    from sqlalchemy.engine import make_url
+
+    url = os.environ.get("VERGE_BENCH_PG_ADMIN") or os.environ.get("VERGE_DATABASE_URL") or PG_DEFAULT
+    u = make_url(url)
+    if not u.drivername.startswith("postgresql"):
+        u = make_url(PG_DEFAULT)
+    return u.set(drivername="postgresql+psycopg", database="postgres").render_as_string(hide_password=False)
+
+
+def redis_url() -> str:
+    url = os.environ.get("VERGE_BROKER_URL") or REDIS_DEFAULT
+    return url if url.startswith("redis") else REDIS_DEFAULT
+
+
+def postgres_available() -> bool:
+    return port_open(*_host_port(pg_admin_url(), 5432))
+
+
+def redis_available() -> bool:
+    return port_open(*_host_port(redis_url(), 6379))
+
+
+def throwaway_database(tag: str) -> str:
+    """CREATE DATABASE verge_bench_<tag>_<random>; dropped (WITH FORCE) when the script ends."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = pg_admin_url()
+    name = f"verge_bench_{tag}_{uuid.uuid4().hex[:8]}"
+    plain = admin.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop_database():
+        from store.db import dispose_engines
+
+        dispose_engines()
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    on_exit(drop_database)
+    return make_url(admin).set(database=name).render_as_string(hide_password=False)
+
+
+def private_queue(url: str, tag: str) -> tuple[str, str]:
+    """A queue name nobody else uses, and a worker node name; their Redis keys go at the end."""
+    token = uuid.uuid4().hex[:8]
+    queue = f"verge-bench-{tag}-{token}"
+    node = f"bench-{tag}-{token}@{socket.gethostname()}"
+
+    def clean_redis_queue():
+        import redis
+
+        r = redis.Redis.from_url(url)
+        keys = list(r.scan_iter(match=f"{queue}*")) + [f"_kombu.binding.{queue}".encode()]
+        if keys:
+            r.delete(*keys)
+        for shared in r.scan_iter(match="_kombu.binding.*"):  # our node's pidbox/event bindings
+            for member in r.smembers(shared):
+                if node.encode() in member or queue.encode() in member:
+                    r.srem(shared, member)
+
+    on_exit(clean_redis_queue)
+    return queue, node
+
+
+# --------------------------------------------------------------------------- verge processes
+def verge(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "verge", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: `verge {' '.join(args)}` exited {proc.returncode}:\n"
+                         f"{proc.stdout}{proc.stderr}")
+    return proc
+
+
+class Worker:
+    """A real ``verge worker`` (Celery prefork) in its own process group; stopped at exit."""
+
+    def __init__(self, env: dict, log: Path, node: str, concurrency: int = 1,
+                 ready_timeout: float = 300):
+        self.log = log
+        self.fh = open(log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "verge", "worker", "-c", str(concurrency), "--loglevel", "INFO",
+             "--name", node],
+            env=env, cwd=REPO, stdout=self.fh, stderr=subprocess.STDOUT, start_new_session=True)
+        on_exit(self.stop)
+        deadline = time.monotonic() + ready_timeout
+        while "ready." not in log.read_text(errors="replace"):
+            if self.proc.poll() is not None:
+                raise SystemExit(f"bench: worker exited {self.proc.returncode}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: worker not ready after {ready_timeout:.0f} s:\n{self.tail()}")
+            time.sleep(0.2)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()  # Celery's warm shutdown
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the group we started, by its id
+                self.proc.wait()
+        if not self.fh.closed:
+            self.fh.close()
+
+    def chunk_seconds(self) -> list[tuple[int, float]]:
+        """(images, seconds) of every chunk the worker logged."""
+        pat = re.compile(r"chunk of (\d+): scored=\d+ .* in ([\d.]+)s")
+        return [(int(m.group(1)), float(m.group(2)))
+                for m in pat.finditer(self.log.read_text(errors="replace"))]
+
+
+def batch_done(url: str, batch: str) -> tuple[int, int]:
+    """(images of the batch scored or failed, images of the batch) -- one cheap query."""
+    from sqlalchemy import text
+
+    from store.db import get_engine
+
+    with get_engine(url).connect() as conn:
+        row = conn.execute(text(
+            "SELECT count(*) FILTER (WHERE i.status IN ('scored', 'failed')), count(*) "
+            "FROM batch b JOIN batch_image bi ON bi.batch_id = b.id "
+            "JOIN image i ON i.id = bi.image_id WHERE b.name = :n") if url.startswith("postgresql")
+            else text(
+            "SELECT sum(CASE WHEN i.status IN ('scored', 'failed') THEN 1 ELSE 0 END), count(*) "
+            "FROM batch b JOIN batch_image bi ON bi.batch_id = b.id "
+            "JOIN image i ON i.id = bi.image_id WHERE b.name = :n"), {"n": batch}).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+def activate_random_head(url: str, encoder: str, pretrained: str, dim: int, model_dir: Path) -> int:
+    """Record a seeded random binary head as the active model version, so the worker applies the
+    head as well as zero-shot (both judges, as in production)."""
+    import torch
+
+    from models.encoder import EncoderSpec
+    from models.heads import new_binary_head, save_head
+    from store import queries as q
+    from store.db import session_scope
+    from store.schema import ModelVersion
+
+    key = EncoderSpec(encoder, pretrained).key
+    torch.manual_seed(0)
+    path = save_head(new_binary_head(dim, key), model_dir / "bench-head.pt")
+    with session_scope(url) as s:
+        mv = ModelVersion(kind="binary", classes=["field", "road"], encoder=key, path=str(path),
+                          metrics={}, state="candidate", note="bench: random head")
+        s.add(mv)
+        s.flush()
+        q.activate_model(s, mv.id)
+        return mv.id
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str, interval: float = 0.1,
+               alive: Callable[[], bool] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if alive is not None and not alive():
+            raise SystemExit(f"bench: gave up waiting for {what}: the worker died")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of ``values``."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    return s[k]

@@ -1,0 +1,158 @@
+"""Loop simulation: how many labels does verge's routing need, against random sampling and full
+supervision, to reach a target held-out accuracy?
+
+Simulated reviewers answer with the ground truth. Each round the head is retrained on the labels
+so far; verge then sends the next K items the routing policy ranks highest (workers/routing.py:
+near the threshold, judges disagreeing, most uncertain first), the baseline sends K at random.
+
+    .venv/bin/python bench/loop.py                       # synthetic 64-d set, 4000 pool items
+    .venv/bin/python bench/loop.py --data photos         # the 153 shared photos, tiny encoder
+
+Prints both curves (labels -> accuracy), the labels each needs to reach the target (a fraction of
+what full supervision reaches), and as the last line `ratio: verge/full=<x> random/full=<y>`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.training import Recipe, train_binary  # noqa: E402
+from workers.routing import RoutingPolicy, route  # noqa: E402
+
+FAST = Recipe(lr=3e-3, batch_size=32, epochs=15, seed=0)
+
+
+def synthetic(n: int, dim: int = 64, clusters: int = 24, seed: int = 0):
+    """Each class is a mixture of clusters whose edges touch the other class's: most items are
+    easy, the boundary regions are where labels pay off (trampled paths, roads between fields).
+    The truth is the class of the nearest cluster centre, so full supervision can learn it."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    centre_class = np.arange(clusters) % 2
+    which = rng.integers(0, clusters, n)
+    X = centres[which] + rng.normal(scale=0.9, size=(n, dim))
+    nearest = ((X[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+    y = centre_class[nearest].astype(np.float32)
+    # a weaker second judge (zero-shot stand-in): right 75 % of the time, unsure near 0.5
+    right = rng.random(n) < 0.75
+    zs = np.clip(np.where(right == (y == 1), 0.7, 0.3) + rng.normal(scale=0.1, size=n), 0.01, 0.99)
+    X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32), y, zs
+
+
+def photos():
+    from models.encoder import EncoderSpec, load_encoder
+    from models.pipeline import embed_keys
+    from models.zeroshot import ZeroShot
+    from verge.settings import DEFAULT_CAPTIONS
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fields-roads"
+    files = [(p, 0.0) for p in sorted((root / "fields").iterdir())] + \
+            [(p, 1.0) for p in sorted((root / "roads").iterdir())]
+    enc = load_encoder(EncoderSpec("verge-tiny", "none"), "cpu")
+    done = embed_keys(enc, list(range(len(files))), lambda i: files[i][0].read_bytes())
+    keep = sorted(done.vectors)
+    X = np.stack([done.vectors[i] for i in keep])
+    y = np.array([files[i][1] for i in keep], np.float32)
+    zs = ZeroShot(enc, DEFAULT_CAPTIONS, ("field", "road")).predict(X)[:, 1]
+    return X, y, zs
+
+
+def accuracy(X, y, train_idx, test_X, test_y):
+    """(held-out accuracy, head) of the seed's head trained on ``train_idx``; one class -> no head."""
+    if len(set(y[train_idx].tolist())) < 2:
+        return float((test_y == np.bincount(y[train_idx].astype(int)).argmax()).mean()), None
+    head = train_binary(X[train_idx], y[train_idx], "sim", FAST).head
+    return float(((head.predict(test_X)[:, 1] >= 0.5) == (test_y >= 0.5)).mean()), head
+
+
+def simulate(strategy: str, X, y, zs, test_X, test_y, seed_n: int, step: int, budget: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labeled = list(rng.choice(len(y), seed_n, replace=False))
+    policy = RoutingPolicy(band=(0.4, 0.6), audit_fraction=0.0)
+    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(len(y))]
+    curve = []
+    while True:
+        acc, head = accuracy(X, y, np.array(labeled), test_X, test_y)
+        curve.append((len(labeled), acc))
+        if len(labeled) >= budget:
+            return curve
+        pool = np.setdiff1d(np.arange(len(y)), labeled)
+        if strategy == "random" or head is None:
+            pick = rng.choice(pool, min(step, len(pool)), replace=False)
+        else:
+            p = head.predict(X[pool])[:, 1]
+            decisions = [route(float(p[j]), float(zs[i]), shas[i], policy) for j, i in enumerate(pool)]
+            # routed first (near threshold, disagreement), most uncertain first within them
+            order = sorted(range(len(pool)), key=lambda j: (not decisions[j].routed, -decisions[j].priority))
+            pick = pool[order[:step]]
+        labeled.extend(int(i) for i in pick)
+
+
+def labels_to_reach(curve, target):
+    for n, acc in curve:
+        if acc >= target:
+            return n
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", choices=["synthetic", "photos"], default="synthetic")
+    ap.add_argument("--n", type=int, default=3000, help="pool size (synthetic)")
+    ap.add_argument("--step", type=int, default=None, help="labels per round")
+    ap.add_argument("--target", type=float, default=0.98,
+                    help="fraction of full supervision's held-out accuracy to reach")
+    ap.add_argument("--seeds", type=int, default=3)
+    args = ap.parse_args()
+    t0 = time.time()
+    if args.data == "synthetic":
+        X, y, zs = synthetic(args.n + 2000)
+        test_X, test_y = X[args.n:], y[args.n:]
+        X, y, zs = X[:args.n], y[:args.n], zs[:args.n]
+    else:
+        X, y, zs = photos()
+        rng = np.random.default_rng(0)
+        idx = rng.permutation(len(y))
+        test, pool = idx[: len(y) // 3], idx[len(y) // 3:]
+        test_X, test_y = X[test], y[test]
+        X, y, zs = X[pool], y[pool], zs[pool]
+    step = args.step or max(4, len(y) // 40)
+    seed_n = max(6, step // 2)
+    full = accuracy(X, y, np.arange(len(y)), test_X, test_y)[0]
+    target = args.target * full
+    print(f"data={args.data} pool={len(y)} test={len(test_y)} step={step} "
+          f"full supervision: {len(y)} labels -> held-out accuracy {full:.4f}; target {target:.4f}")
+    budget = len(y) // 2
+    results = {}
+    for strategy in ("verge", "random"):
+        needs, curves = [], []
+        for s in range(args.seeds):
+            curve = simulate(strategy, X, y, zs, test_X, test_y, seed_n, step, budget, seed=s)
+            curves.append(curve)
+            needs.append(labels_to_reach(curve, target))
+        results[strategy] = needs
+        mean_curve = [(c[0], float(np.mean([cv[k][1] for cv in curves]))) for k, c in enumerate(curves[0])]
+        print(f"{strategy:>6} curve (labels: accuracy, mean of {args.seeds} seeds): " +
+              " ".join(f"{n}:{a:.3f}" for n, a in mean_curve[:: max(1, len(mean_curve) // 12)]))
+        print(f"{strategy:>6} labels to reach target per seed: {needs}")
+
+    def ratio(needs):
+        reached = [n for n in needs if n is not None]
+        if len(reached) < len(needs):
+            return float("nan")  # did not reach the target within half the pool
+        return float(np.mean(reached)) / len(y)
+
+    print(f"elapsed {time.time() - t0:.1f}s")
+    print(f"ratio: verge/full={ratio(results['verge']):.3f} random/full={ratio(results['random']):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,390 @@
+"""Throughput, side by side on the same machine and the same images (issue 5, items 1 and 2).
+
+  (a) raw encoder forward on pre-decoded tensors at batch B ............ the limit
+  (b) an idiomatic in-process batched loop: decode, preprocess, encode,
+      both heads (binary MLP + zero-shot) -- what a user would write ..... the peer
+  (c) the seed's per-image approach: a fresh model load per image,
+      batch 1, on a small sample ........................................ the seed
+  (d) verge end to end: the real `verge submit` CLI -> broker -> one real
+      `verge worker` process -> database, until every image is scored ..... verge
+
+The images are N distinct JPEGs made from the shared fields-roads photos (one pixel changed per
+copy and re-encoded with the photo's own quantisation tables, so sizes stay realistic; verge
+deduplicates identical files, so copies must differ). The encoder defaults to ViT-B-32 with
+seeded random weights: no download, and its cost is the real model's cost.
+
+CPU (this repo's default; a few minutes):
+    .venv/bin/python bench/throughput.py                # n=300, batch 32
+GPU variant (one NVIDIA GPU, no network needed):
+    .venv/bin/python bench/throughput.py --device cuda --batch 256 --fp16 --n 20000
+    add --embedded to use the filesystem broker + SQLite (chosen automatically when Redis or
+    Postgres cannot be reached).
+
+(d) uses Redis and Postgres at their local defaults (or VERGE_BROKER_URL / VERGE_DATABASE_URL's
+server), a private queue name and a throwaway database, both removed at the end. The last line
+is always ``ratios: d/b=<x> b/a=<y> d/c=<z>``. Goals (issue 5): d/b >= 0.9, b/a >= 0.8; on one
+H100, (d) >= 3000 img/s.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402  (also puts the repo on sys.path)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=None,
+                   help="distinct images for (b) and (d) (default 300 on CPU, 20000 on CUDA)")
+    p.add_argument("--encoder", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
+    p.add_argument("--pretrained", default="none",
+                   help="pretrained tag or weights file; 'none' = seeded random weights (default)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="images per forward pass, everywhere (default 32 on CPU, 256 on CUDA)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--fp16", action="store_true",
+                   help="fp16 autocast for (a)-(c) on CUDA (verge's worker always uses it there)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="images per Celery task in (d) (default max(64, 2*batch))")
+    p.add_argument("--decode-threads", type=int, default=None,
+                   help="VERGE_DECODE_THREADS for the worker (default: verge's 4 on CPU, "
+                        "min(16, cores) on CUDA)")
+    p.add_argument("--loader-workers", type=int, default=None,
+                   help="DataLoader workers of the idiomatic loop (b) (default 0 on CPU, "
+                        "min(16, cores) on CUDA)")
+    p.add_argument("--seed-n", type=int, default=4, help="images for the seed's approach (c)")
+    p.add_argument("--embedded", action="store_true",
+                   help="(d) with the filesystem broker + SQLite instead of Redis + Postgres")
+    p.add_argument("--photos", default=None, help="folder of JPEGs to copy (default: shared fields-roads)")
+    p.add_argument("--only", default="abcd", help="which parts to run, e.g. 'ad' (default abcd)")
+    p.add_argument("--timeout", type=float, default=1800, help="give up on (d) after this many seconds")
+    a = p.parse_args(argv)
+    cuda = a.device.startswith("cuda")
+    if a.fp16 and not cuda:
+        p.error("--fp16 needs --device cuda (fp16 on a CPU is slower, not faster)")
+    a.cuda = cuda
+    a.n = a.n or (20000 if cuda else 300)
+    a.batch = a.batch or (256 if cuda else 32)
+    a.chunk = a.chunk or max(64, 2 * a.batch)
+    cores = os.cpu_count() or 1
+    a.decode_threads = a.decode_threads or (min(16, cores) if cuda else 4)
+    a.loader_workers = a.loader_workers if a.loader_workers is not None else (min(16, cores) if cuda else 0)
+    return a
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(args, device):
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.float16, enabled=bool(args.fp16 and args.cuda))
+
+
+def load_verge_encoder(args):
+    from models.encoder import EncoderSpec, load_encoder
+
+    enc = load_encoder(EncoderSpec(args.encoder, args.pretrained), args.device)
+    enc._autocast = bool(args.fp16 and args.cuda)  # (a) runs exactly as the flags say
+    return enc
+
+
+# --------------------------------------------------------------------------- (a) the limit
+def part_a(args, enc, files) -> float:
+    import torch
+
+    from models.images import decode_image
+
+    pool_n = max(args.batch, min(len(files), 64))
+    pixels = torch.stack([enc.preprocess(decode_image(files[i % len(files)].read_bytes(),
+                                                      target=enc.image_size))
+                          for i in range(pool_n)]).to(enc.device)
+    batches = [pixels[i:i + args.batch] for i in range(0, pool_n - args.batch + 1, args.batch)]
+    steps = max(3, math.ceil(args.n / args.batch)) if not args.cuda else max(20, math.ceil(args.n / args.batch))
+    for i in range(3 if args.cuda else 2):  # warm-up: allocator, kernels, autotuning
+        enc.encode_batch(batches[i % len(batches)])
+    sync(enc.device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        enc.encode_batch(batches[i % len(batches)])  # returns numpy: includes the copy back
+    sync(enc.device)
+    dt = time.perf_counter() - t0
+    rate = steps * args.batch / dt
+    print(f"(a) raw encoder forward, pre-decoded tensors on {enc.device.type}, batch {args.batch}: "
+          f"{rate:.1f} img/s ({steps * args.batch} images in {dt:.1f} s)", flush=True)
+    return rate
+
+
+def decode_capacity(args, enc, files) -> float:
+    """Informational: how fast verge's decode + preprocess (``decode_image`` with draft, then the
+    model's transform) runs on its own in a thread pool of the worker's size -- the most one
+    worker process can feed its model, whatever the device."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.images import decode_image
+
+    sample = files[:min(len(files), max(64, args.decode_threads * 16))]
+
+    def prep(path):
+        return enc.preprocess(decode_image(path.read_bytes(), target=enc.image_size))
+
+    with ThreadPoolExecutor(args.decode_threads) as pool:
+        t0 = time.perf_counter()
+        for _ in pool.map(prep, sample):
+            pass
+        dt = time.perf_counter() - t0
+    rate = len(sample) / dt
+    print(f"    decode + preprocess alone (verge's decode_image with draft, {args.decode_threads} "
+          f"threads, no model): {rate:.1f} img/s ({len(sample)} images)", flush=True)
+    return rate
+
+
+# --------------------------------------------------------------------------- (b) the peer
+class _Files:
+    """torch Dataset of image files: open, RGB, the model's preprocess."""
+
+    def __init__(self, files, preprocess):
+        self.files, self.preprocess = files, preprocess
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            return self.preprocess(im.convert("RGB"))
+
+
+def part_b(args, enc, files) -> float:
+    """What a user of open_clip writes: a DataLoader over the files, encode, normalise, the binary
+    MLP head and zero-shot on the embeddings. The model is already loaded (as verge's worker's
+    is before (d) starts)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from models.heads import BinaryHead
+
+    model, device = enc.model, enc.device
+    torch.manual_seed(0)
+    head = BinaryHead(enc.embedding_dim).to(device).eval()
+    captions = ["this is a photo of a field", "this is a photo of a road."]
+    with torch.inference_mode(), autocast(args, device):
+        text = F.normalize(model.encode_text(enc.tokenizer(captions).to(device)).float(), dim=-1)
+    loader = DataLoader(_Files(files, enc.preprocess), batch_size=args.batch,
+                        num_workers=args.loader_workers, pin_memory=args.cuda,
+                        persistent_workers=False)
+    p_road, zs = [], []
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for x in loader:
+            x = x.to(device, non_blocking=True)
+            with autocast(args, device):
+                feats = model.encode_image(x)
+            feats = F.normalize(feats.float(), dim=-1)
+            p_road.append(head(feats).cpu().numpy())
+            zs.append((enc.logit_scale * feats @ text.T).softmax(dim=-1).cpu().numpy())
+    sync(device)
+    dt = time.perf_counter() - t0
+    n = len(np.concatenate(p_road))
+    rate = n / dt
+    print(f"(b) idiomatic in-process loop (DataLoader, {args.loader_workers} loader workers; PIL "
+          f"decode, preprocess, encode, MLP head + zero-shot), batch {args.batch}: "
+          f"{rate:.1f} img/s ({n} images in {dt:.1f} s)", flush=True)
+    return rate
+
+
+# --------------------------------------------------------------------------- (c) the seed
+def part_c(args, files, head_path: Path) -> float:
+    """The method verge starts from: for every image, build CLIP and load the head, then
+    preprocess that one image and score it at batch 1."""
+    import open_clip
+    import torch
+    from PIL import Image
+
+    import models.encoder  # noqa: F401  registers verge-tiny with open_clip
+    from models.heads import BinaryHead
+
+    sample = files[:args.seed_n]
+    device = torch.device(args.device)
+    logging.disable(logging.WARNING)  # open_clip's "no pretrained weights" line, once per image
+    t0 = time.perf_counter()
+    for path in sample:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            args.encoder, pretrained=None if args.pretrained == "none" else args.pretrained)
+        model = model.to(device).eval()
+        head = BinaryHead(model.visual.output_dim)
+        head.load_state_dict(torch.load(head_path, map_location="cpu", weights_only=True)["state_dict"])
+        head = head.to(device).eval()
+        x = preprocess(Image.open(path).convert("RGB")).unsqueeze(0).to(device)
+        with torch.no_grad():
+            with autocast(args, device):
+                f = model.encode_image(x)
+            f = f.float() / f.float().norm(dim=-1, keepdim=True)
+            float(head(f))
+        del model, head
+    sync(device)
+    dt = time.perf_counter() - t0
+    logging.disable(logging.NOTSET)
+    rate = len(sample) / dt
+    print(f"(c) seed's per-image approach (fresh model + head load per image, batch 1), "
+          f"{len(sample)} images: {rate:.2f} img/s ({dt / len(sample):.2f} s per image)", flush=True)
+    return rate
+
+
+# --------------------------------------------------------------------------- (d) verge
+def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int) -> float:
+    import migrations
+
+    embedded = args.embedded
+    if not embedded and not (C.redis_available() and C.postgres_available()):
+        print("# (d): Redis or Postgres not reachable at their defaults: using the embedded "
+              "broker (filesystem) + SQLite", flush=True)
+        embedded = True
+    data = work / "var"
+    data.mkdir()
+    env = {"VERGE_DATA_DIR": data, "VERGE_ENCODER": args.encoder, "VERGE_PRETRAINED": args.pretrained,
+           "VERGE_DEVICE": args.device, "VERGE_BATCH_SIZE": args.batch,
+           "VERGE_CHUNK_SIZE": args.chunk, "VERGE_DECODE_THREADS": args.decode_threads}
+    if embedded:
+        url = f"sqlite:///{(data / 'verge.db').resolve()}"
+        queue, node = f"bench-{os.getpid()}", f"bench-{os.getpid()}@localhost"
+        where = "filesystem broker + SQLite"
+    else:
+        url = C.throwaway_database("tp")
+        broker = C.redis_url()
+        queue, node = C.private_queue(broker, "tp")
+        env.update({"VERGE_DATABASE_URL": url, "VERGE_BROKER_URL": broker})
+        where = "Redis + Postgres"
+    env["VERGE_QUEUE"] = queue
+    env = C.bench_env(env)
+    migrations.upgrade(url)
+    C.activate_random_head(url, args.encoder, args.pretrained, dim, data / "models")
+    t_start = time.perf_counter()
+    worker = C.Worker(env, work / "worker.log", node)
+    # Warm-up batch: the worker process loads its model at start, and its first chunk opens
+    # connections and loads the head; (b) likewise ran on a loaded model.
+    C.verge(env, "submit", str(warm_dir), "--batch", "warmup", "--json")
+    n_warm = len(list(warm_dir.iterdir()))
+    C.wait_until(lambda: C.batch_done(url, "warmup")[0] >= n_warm, 600, "the warm-up batch",
+                 alive=worker.alive)
+    ready_s = time.perf_counter() - t_start
+    chunks_before = len(worker.chunk_seconds())
+
+    n = len(list(main_dir.iterdir()))
+    t0 = time.perf_counter()
+    sub = subprocess.Popen([sys.executable, "-m", "verge", "submit", str(main_dir), "--batch", "main",
+                            "--json"], env=env, cwd=C.REPO, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    submit_s = None
+    deadline = t0 + args.timeout
+    while True:
+        if submit_s is None and sub.poll() is not None:
+            submit_s = time.perf_counter() - t0
+            if sub.returncode != 0:
+                raise SystemExit(f"bench: verge submit exited {sub.returncode}:\n{sub.stderr.read()}")
+        done, total = C.batch_done(url, "main")
+        if submit_s is not None and total == n and done == n:
+            break
+        if not worker.alive():
+            raise SystemExit(f"bench: the worker died:\n{worker.tail()}")
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"bench: (d) gave up after {args.timeout:.0f} s with {done}/{n} scored")
+        time.sleep(0.05)
+    dt = time.perf_counter() - t0
+    submitted = json.loads(sub.stdout.read())
+    from sqlalchemy import text
+
+    from store.db import get_engine
+
+    with get_engine(url).connect() as conn:
+        failed = conn.execute(text("SELECT count(*) FROM image WHERE status = 'failed'")).scalar()
+        preds = conn.execute(text("SELECT count(*), count(p_road) FROM prediction")).one()
+    chunks = worker.chunk_seconds()[chunks_before:]
+    in_chunks = sum(s for _, s in chunks)
+    worker.stop()
+    rate = n / dt
+    print(f"(d) verge end to end ({where}; `verge submit` -> 1 `verge worker` process, batch "
+          f"{args.batch}, chunk {args.chunk}, {args.decode_threads} decode threads): {rate:.1f} img/s "
+          f"({n} images in {dt:.1f} s)", flush=True)
+    print(f"    of which: `verge submit` ran {submit_s:.1f} s ({n / submit_s:.0f} files/s incl. "
+          f"CLI start; {submitted['chunks']} tasks); worker busy in {len(chunks)} chunks for "
+          f"{in_chunks:.1f} s ({in_chunks / dt:.0%} of the wall time); worker start + warm-up "
+          f"{ready_s:.1f} s (not timed); {failed} failed; {preds[0] - n_warm} predictions, "
+          f"{preds[1] - n_warm} with the head", flush=True)
+    return rate
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    C.install_sigterm()
+    import torch
+
+    print(f"# machine: {C.machine()}")
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} intra-op threads; encoder "
+          f"{args.encoder} (pretrained={args.pretrained}), device {args.device}"
+          f"{', fp16 autocast' if args.fp16 else ''}; n={args.n}, batch={args.batch}", flush=True)
+    if args.cuda and not torch.cuda.is_available():
+        raise SystemExit("bench: --device cuda was asked for but torch sees no CUDA device")
+    work = C.temp_dir("verge-bench-tp-")
+    n_warm = max(8, min(args.chunk, 64))
+    files = C.make_copies(args.n + n_warm, work / "all", C.photos_dir(args.photos))
+    main_dir, warm_dir = work / "main", work / "warm"
+    main_dir.mkdir()
+    warm_dir.mkdir()
+    for i, f in enumerate(files):  # the warm-up images are copies too, distinct from the rest
+        f.rename((warm_dir if i >= args.n else main_dir) / f.name)
+    main_files = sorted(main_dir.iterdir())
+
+    rates = {}
+    enc = load_verge_encoder(args)
+    dim = enc.embedding_dim
+    if "a" in args.only:
+        rates["a"] = part_a(args, enc, main_files)
+    if "a" in args.only:
+        decode_capacity(args, enc, main_files)
+    if "b" in args.only:
+        rates["b"] = part_b(args, enc, main_files)
+    del enc
+    gc.collect()
+    if args.cuda:
+        torch.cuda.empty_cache()
+    if "c" in args.only:
+        from models.encoder import EncoderSpec
+        from models.heads import new_binary_head, save_head
+
+        torch.manual_seed(0)
+        head_path = save_head(new_binary_head(dim, EncoderSpec(args.encoder, args.pretrained).key),
+                              work / "seed-head.pt")
+        rates["c"] = part_c(args, main_files, head_path)
+        gc.collect()
+    if "d" in args.only:
+        rates["d"] = part_d(args, main_dir, warm_dir, work, dim)
+
+    def ratio(x, y):
+        return f"{rates[x] / rates[y]:.2f}" if x in rates and y in rates else "n/a"
+
+    print(f"# goals: d/b >= 0.9, b/a >= 0.8" + ("; (d) >= 3000 img/s on one H100" if args.cuda else ""))
+    print(f"ratios: d/b={ratio('d', 'b')} b/a={ratio('b', 'a')} d/c={ratio('d', 'c')}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Leased job locks in the database: work on SQLite and Postgres, survive a crashed holder."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import socket
+import uuid
+
+from sqlalchemy import delete, update
+
+from .db import session_scope
+from .queries import insert_ignore
+from .schema import JobLock, utcnow
+
+
+class LockBusy(RuntimeError):
+    """Another holder has the lock and its lease has not expired."""
+
+
+class Lease:
+    def __init__(self, url: str, name: str, owner: str, ttl_s: float):
+        self.url, self.name, self.owner, self.ttl_s = url, name, owner, ttl_s
+
+    def renew(self) -> None:
+        """Extend the lease; call it while working (a crashed holder simply stops calling)."""
+        with session_scope(self.url) as s:
+            s.execute(update(JobLock).where(JobLock.name == self.name, JobLock.owner == self.owner)
+                      .values(expires_at=utcnow() + dt.timedelta(seconds=self.ttl_s)))
+
+
+def acquire(url: str, name: str, ttl_s: float) -> Lease:
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    now = utcnow()
+    expires = now + dt.timedelta(seconds=ttl_s)
+    with session_scope(url) as s:
+        insert_ignore(s, JobLock, [{"name": name, "owner": owner, "acquired_at": now, "expires_at": expires}])
+        # take over an expired lease (its holder died); a live one stays with its holder
+        s.execute(update(JobLock).where(JobLock.name == name, JobLock.expires_at < now)
+                  .values(owner=owner, acquired_at=now, expires_at=expires))
+        holder = s.get(JobLock, name)
+        if holder.owner != owner:
+            raise LockBusy(f"'{name}' is held by {holder.owner} until {holder.expires_at:%H:%M:%S} UTC")
+    return Lease(url, name, owner, ttl_s)
+
+
+def release(lease: Lease) -> None:
+    with session_scope(lease.url) as s:
+        s.execute(delete(JobLock).where(JobLock.name == lease.name, JobLock.owner == lease.owner))
+
+
+@contextlib.contextmanager
+def held(url: str, name: str, ttl_s: float):
+    lease = acquire(url, name, ttl_s)
+    try:
+        yield lease
+    finally:
+        release(lease)

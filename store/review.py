@@ -1,0 +1,313 @@
+"""The review queue: claim a task under a lease, label it, skip it, undo a label, release a claim.
+
+Every write carries its own condition (``UPDATE ... WHERE state = ... AND lease_owner = ...``),
+so the outcome never depends on something read earlier in another statement: two reviewers
+racing for one task, a late label, a double post all resolve inside one statement.
+
+Claim-next takes the highest-priority task that is open or whose lease has expired (an expired
+lease is simply claimable again: nothing has to sweep it). On Postgres the candidate row is
+picked with ``SELECT ... FOR UPDATE SKIP LOCKED`` inside the UPDATE, so concurrent claimers
+skip each other's rows instead of queueing on them; on SQLite the whole UPDATE runs under the
+database's single write lock, which makes the same statement atomic.
+
+The lease rule for labels (also in ``webui/README.md``):
+
+* A label is always stored (a reviewer's click is never thrown away), once per task and
+  reviewer: posting the same label twice stores it once; posting a *different* class for a task
+  the reviewer already labeled is a conflict (undo first).
+* It closes the task (state ``done``) unless somebody else holds a live claim on it. So a
+  reviewer whose lease expired while they looked still closes the task if nobody re-claimed it;
+  if another reviewer did, the late label is kept as an extra label and the other reviewer's
+  claim is left alone (their label will close the task, and the image then has two labels).
+  A label on a task that is already done is likewise kept as an extra label.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Sequence
+
+from sqlalchemy import Integer, Row, case, delete, exists, func, literal, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from .schema import (
+    CLASSES, Batch, BatchImage, Image, Label, Prediction, ReviewSkip, ReviewTask, User, utcnow,
+)
+
+MAX_EXCLUDE = 8
+# The writes below are Core statements on the tables: the ORM's bulk-UPDATE bookkeeping would
+# cost more than the statements themselves on this hot path.
+RT = ReviewTask.__table__
+LB = Label.__table__
+
+
+def _claimable(table=RT):
+    """Literal SQL (not bound parameters) so that SQLite and Postgres both see it matches the
+    partial index ix_review_task_claimable; bound values would hide that from the planner."""
+    return text(f"{table.name}.state IN ('open', 'claimed')")
+
+
+# Built once: making aliases is costly next to the statements themselves.
+_OWN = RT.alias("own")
+_CAND = RT.alias("cand")
+_OTHER = RT.alias("other")
+_CLAIMABLE = {t.name: _claimable(t) for t in (RT, _CAND, _OTHER)}
+
+
+class TaskNotFound(LookupError):
+    pass
+
+
+@dataclass
+class LabelOutcome:
+    label: Row              # the stored label row (the earlier one for a double post)
+    created: bool           # False: this exact label was already stored (double post)
+    closed: bool            # this label closed the task
+    conflict: bool = False  # a double post with another class: nothing changed
+
+
+@dataclass
+class UndoOutcome:
+    label_id: int
+    task_id: int
+    image_id: int
+    cls: str
+    reopened: bool          # the task is back, claimed by the reviewer who undid
+
+
+def _lease_end(lease_s: float, now: dt.datetime) -> dt.datetime:
+    return now + dt.timedelta(seconds=lease_s)
+
+
+def claim_next(session: Session, user_id: int, owner: str, lease_s: float,
+               exclude: Sequence[int] = ()) -> int | None:
+    """Claim a task for ``owner`` and return its id (None when the queue is empty for them).
+
+    A live claim the reviewer already holds comes back first (a page reload, the prefetched
+    next image), with its lease renewed; ``exclude`` names claims the caller is already showing.
+    Then the highest-priority open or lease-expired task the reviewer has not skipped.
+    """
+    now = utcnow()
+    until = _lease_end(lease_s, now)
+    exclude = [int(i) for i in exclude][:MAX_EXCLUDE]
+
+    own = _OWN.c
+    own_q = (select(own.id).where(own.state == "claimed", own.lease_owner == owner,
+                                  own.lease_expires_at > now)
+             .order_by(own.priority.desc(), own.id.desc()).limit(1))
+    if exclude:
+        own_q = own_q.where(own.id.not_in(exclude))
+    renewed = session.execute(
+        update(RT)
+        .where(RT.c.id == own_q.scalar_subquery(), RT.c.lease_owner == owner,
+               RT.c.state == "claimed")
+        .values(lease_expires_at=until, updated_at=now)
+        .returning(RT.c.id)).scalar()
+    if renewed is not None:
+        return renewed
+
+    t = _CAND.c
+    cand = (select(t.id)
+            .where(_CLAIMABLE["cand"],
+                   or_(t.state == "open", t.lease_expires_at < now),
+                   ~exists().where(ReviewSkip.task_id == t.id, ReviewSkip.user_id == user_id))
+            .order_by(t.priority.desc(), t.id.desc())
+            .limit(1)
+            .with_for_update(skip_locked=True))
+    if exclude:
+        cand = cand.where(t.id.not_in(exclude))
+    return session.execute(
+        update(RT)
+        .where(RT.c.id == cand.scalar_subquery(),
+               or_(RT.c.state == "open",
+                   (RT.c.state == "claimed") & (RT.c.lease_expires_at < now)))
+        .values(state="claimed", lease_owner=owner, lease_expires_at=until, updated_at=now)
+        .returning(RT.c.id)).scalar()
+
+
+def renew(session: Session, owner: str, task_ids: Sequence[int], lease_s: float) -> list[int]:
+    """Extend the reviewer's live claims on ``task_ids``; returns the ids still held."""
+    if not task_ids:
+        return []
+    now = utcnow()
+    return list(session.scalars(
+        update(RT)
+        .where(RT.c.id.in_([int(i) for i in task_ids][:MAX_EXCLUDE]),
+               RT.c.state == "claimed", RT.c.lease_owner == owner)
+        .values(lease_expires_at=_lease_end(lease_s, now), updated_at=now)
+        .returning(RT.c.id)))
+
+
+def release(session: Session, owner: str, task_ids: Sequence[int]) -> int:
+    """Give the reviewer's claims back to the queue (leaving the page, skipping)."""
+    if not task_ids:
+        return 0
+    return session.execute(
+        update(RT)
+        .where(RT.c.id.in_([int(i) for i in task_ids][:MAX_EXCLUDE]),
+               RT.c.state == "claimed", RT.c.lease_owner == owner)
+        .values(state="open", lease_owner=None, lease_expires_at=None, updated_at=utcnow())
+    ).rowcount
+
+
+def skip(session: Session, task_id: int, user_id: int, owner: str) -> bool:
+    """The reviewer passes: the task goes back to the queue for everybody else, never to them
+    again. Returns False when there is no such task."""
+    if session.scalar(select(RT.c.id).where(RT.c.id == task_id)) is None:
+        return False
+    _insert_ignore(session, ReviewSkip.__table__, {"task_id": task_id, "user_id": user_id,
+                                                   "created_at": utcnow()})
+    release(session, owner, [task_id])
+    return True
+
+
+def post_label(session: Session, task_id: int, user_id: int, owner: str, cls: str, source: str,
+               time_on_item_ms: int | None = None) -> LabelOutcome:
+    """Store a reviewer's label for a task and close the task if the lease rule allows (see the
+    module docstring). Raises TaskNotFound, or ValueError for a class verge does not know.
+    Two statements: the label (taking the image from the task), then the conditional close."""
+    if cls not in CLASSES:
+        raise ValueError(f"class must be one of {', '.join(CLASSES)}, not {cls!r}")
+    now = utcnow()
+    row = select(RT.c.image_id, literal(user_id), RT.c.id, literal(source), literal(cls),
+                 literal(time_on_item_ms, Integer), literal(now, LB.c.created_at.type)
+                 ).where(RT.c.id == task_id)
+    cols = ["image_id", "user_id", "task_id", "source", "cls", "time_on_item_ms", "created_at"]
+    new = _insert_ignore(session, LB, row, returning=tuple(LB.c), from_select=cols)
+    if new is None:  # no such task, or this reviewer already labeled it
+        earlier = session.execute(select(LB).where(LB.c.task_id == task_id,
+                                                   LB.c.user_id == user_id)).first()
+        if earlier is None:
+            raise TaskNotFound(f"no review task {task_id}")
+        return LabelOutcome(earlier, created=False, closed=False, conflict=earlier.cls != cls)
+    closed = session.execute(
+        update(RT)
+        .where(RT.c.id == task_id, _CLAIMABLE["review_task"],
+               or_(RT.c.state == "open", RT.c.lease_owner == owner,
+                   RT.c.lease_expires_at.is_(None), RT.c.lease_expires_at < now))
+        .values(state="done", lease_owner=owner, lease_expires_at=None, updated_at=now)
+    ).rowcount == 1
+    return LabelOutcome(new, created=True, closed=closed)
+
+
+def undo(session: Session, user_id: int, owner: str, lease_s: float,
+         label_id: int | None = None) -> UndoOutcome | None:
+    """Delete the reviewer's label ``label_id`` (default: their newest review label). If that
+    label is what closed its task, the task comes back claimed by them so they can label it
+    again; an extra label just goes. Returns None when there is nothing of theirs to undo."""
+    q = select(LB).where(LB.c.user_id == user_id, LB.c.task_id.is_not(None))
+    q = q.where(LB.c.id == label_id) if label_id is not None else q.order_by(LB.c.id.desc())
+    label = session.execute(q.limit(1)).first()
+    if label is None:
+        return None
+    if session.execute(delete(LB).where(LB.c.id == label.id)).rowcount != 1:
+        return None  # a concurrent undo got there first
+    now = utcnow()
+    other = _OTHER.c
+    reopened = session.execute(
+        update(RT)
+        .where(RT.c.id == label.task_id, RT.c.state == "done", RT.c.lease_owner == owner,
+               ~exists().where(LB.c.task_id == label.task_id),
+               ~exists().where(other.image_id == RT.c.image_id, _CLAIMABLE["other"]))
+        .values(state="claimed", lease_owner=owner, lease_expires_at=_lease_end(lease_s, now),
+                updated_at=now)
+    ).rowcount == 1
+    return UndoOutcome(label.id, label.task_id, label.image_id, label.cls, reopened)
+
+
+def task_details(session: Session, task_id: int) -> dict | None:
+    """What a reviewer sees for a task: the image, the scores that routed it, its batches."""
+    row = session.execute(
+        select(ReviewTask, Image, Prediction).join(Image, Image.id == ReviewTask.image_id)
+        .outerjoin(Prediction, Prediction.id == ReviewTask.prediction_id)
+        .where(ReviewTask.id == task_id)).first()
+    if row is None:
+        return None
+    task, image, pred = row
+    if pred is None:  # a task opened without naming its prediction: show the newest one
+        pred = session.scalar(select(Prediction).where(Prediction.image_id == image.id)
+                              .order_by(Prediction.id.desc()).limit(1))
+    batches = list(session.scalars(
+        select(Batch.name).join(BatchImage, BatchImage.batch_id == Batch.id)
+        .where(BatchImage.image_id == image.id).order_by(Batch.id).limit(5)))
+    return {
+        "task_id": task.id, "state": task.state, "priority": task.priority,
+        "reasons": [r for r in (task.reasons or "").split(",") if r],
+        "lease_owner": task.lease_owner, "lease_expires_at": iso_utc(task.lease_expires_at),
+        "image_id": image.id, "source_name": image.source_name, "width": image.width,
+        "height": image.height, "sha256": image.sha256, "batches": batches,
+        "prediction": None if pred is None else {
+            "id": pred.id, "model_version_id": pred.model_version_id,
+            "head_p_road": pred.p_road, "head_probs": pred.head_probs,
+            "predicted_class": pred.predicted_class, "zs_p_road": pred.zs_p_road,
+            "zs_probs": pred.zs_probs, "zs_class": pred.zs_class},
+    }
+
+
+def open_count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(ReviewTask)
+                          .where(_claimable()))
+
+
+def queue_overview(session: Session, active_window_s: float = 3600) -> dict:
+    """Open tasks by reason and by batch, the oldest waiting, and who is reviewing now."""
+    now = utcnow()
+    claimable = _claimable()
+    live = (ReviewTask.state == "claimed") & (ReviewTask.lease_expires_at >= now)
+    counts = session.execute(select(
+        func.count(), func.sum(case((live, 1), else_=0)), func.min(ReviewTask.created_at))
+        .where(claimable)).one()
+    by_reason: dict[str, int] = {}
+    for reasons, n in session.execute(select(ReviewTask.reasons, func.count())
+                                      .where(claimable).group_by(ReviewTask.reasons)):
+        for r in (reasons or "(none)").split(","):
+            by_reason[r] = by_reason.get(r, 0) + n
+    by_batch = session.execute(
+        select(Batch.id, Batch.name, func.count(), func.min(ReviewTask.created_at))
+        .join(BatchImage, BatchImage.batch_id == Batch.id)
+        .join(ReviewTask, ReviewTask.image_id == BatchImage.image_id)
+        .where(claimable).group_by(Batch.id, Batch.name)
+        .order_by(func.count().desc()).limit(50)).all()
+    holding = dict(session.execute(select(ReviewTask.lease_owner, func.count())
+                                   .where(live).group_by(ReviewTask.lease_owner)).all())
+    since = now - dt.timedelta(seconds=active_window_s)
+    labeled = {name: (n, last) for name, n, last in session.execute(
+        select(User.name, func.count(), func.max(Label.created_at))
+        .join(User, User.id == Label.user_id).where(Label.created_at >= since)
+        .group_by(User.name))}
+    reviewers = sorted(set(holding) | set(labeled))
+    return {
+        "open": (counts[0] or 0) - (counts[1] or 0), "claimed": counts[1] or 0,
+        "total": counts[0] or 0, "oldest_created_at": counts[2],
+        "by_reason": sorted(by_reason.items(), key=lambda kv: -kv[1]),
+        "by_batch": [{"batch_id": b, "batch": name, "open": n, "oldest_created_at": oldest}
+                     for b, name, n, oldest in by_batch],
+        "reviewers": [{"name": r, "holding": holding.get(r, 0),
+                       "labels": labeled.get(r, (0, None))[0],
+                       "last_label_at": labeled.get(r, (0, None))[1]} for r in reviewers],
+        "active_window_s": active_window_s,
+    }
+
+
+# --------------------------------------------------------------------------- helpers
+def iso_utc(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; verge stores UTC
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.isoformat()
+
+
+def _insert_ignore(session: Session, table, values, returning=None, from_select=None):
+    """INSERT ... ON CONFLICT DO NOTHING of one row (a dict, or a SELECT with ``from_select``
+    naming its columns); with ``returning``, the new row or None when nothing was inserted."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = (insert(table).from_select(from_select, values) if from_select
+            else insert(table).values(**values)).on_conflict_do_nothing()
+    if returning is None:
+        session.execute(stmt)
+        return None
+    return session.execute(stmt.returning(*returning)).first()

@@ -1,0 +1,87 @@
+"""What a user sees when they get something wrong: one line, no traceback, non-zero exit."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import port_open, verge
+
+
+def one_line_error(proc) -> str:
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("verge: error: ")
+    return lines[0]
+
+
+def test_a_wrong_setting_names_the_setting(tiny_env):
+    line = one_line_error(verge({**tiny_env, "VERGE_CHUNK_SIZE": "lots"}, "status", check=False))
+    assert "VERGE_CHUNK_SIZE='lots' is not valid" in line
+
+
+def test_missing_pretrained_weights_end_in_one_sentence_naming_the_setting(tmp_path):
+    env = {"VERGE_DATA_DIR": str(tmp_path / "var")}  # the default: ViT-B-32 with OpenAI's weights
+    line = one_line_error(verge(env, "worker", check=False, timeout=180))
+    assert "pretrained weights 'openai' for encoder 'ViT-B-32' are not available" in line
+    assert "VERGE_PRETRAINED" in line
+
+
+def test_a_broker_that_is_down_fails_the_submission_before_anything_is_written(tmp_path, tiny_env):
+    port = next(p for p in range(6390, 6490) if not port_open("127.0.0.1", p))
+    env = {**tiny_env, "VERGE_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
+    (tmp_path / "a.jpg").write_bytes(b"whatever")
+    line = one_line_error(verge(env, "submit", str(tmp_path / "a.jpg"), "--batch", "b", check=False))
+    assert "cannot reach the broker" in line and "VERGE_BROKER_URL" in line
+    status = json.loads(verge(tiny_env, "status", "--json").stdout)
+    assert status["batches"] == [] and status["totals"]["images"] == 0
+
+
+def test_nothing_to_submit_and_unknown_batches_are_explained(tiny_env, tmp_path):
+    assert "nothing to submit" in one_line_error(verge(tiny_env, "submit", check=False))
+    assert "no batch named" in one_line_error(verge(tiny_env, "status", "nope", check=False))
+    missing = tmp_path / "missing-folder"
+    line = one_line_error(verge(tiny_env, "train", "binary", str(missing), check=False))
+    assert "is not a folder" in line
+
+
+def test_path_lists_and_skipped_files(tiny_env, tmp_path):
+    from tests.corpus import jpeg_bytes
+
+    (tmp_path / "pics").mkdir()
+    for i in range(3):
+        (tmp_path / "pics" / f"{i}.jpg").write_bytes(jpeg_bytes(i))
+    (tmp_path / "pics" / "readme.md").write_text("hi")
+    lst = tmp_path / "list.txt"
+    lst.write_text("pics/0.jpg\npics/1.jpg\n")
+    out = json.loads(verge(tiny_env, "submit", str(lst), "--json").stdout)
+    assert out["submitted"] == 2
+    out = json.loads(verge(tiny_env, "submit", str(tmp_path / "pics"), "--json").stdout)
+    assert out["submitted"] == 3 and out["new"] == 1
+    assert [s["path"].rsplit("/", 1)[-1] for s in out["skipped"]] == ["readme.md"]
+
+
+def test_settings_command_lists_every_setting():
+    from verge.settings import settings_table
+
+    out = verge({}, "settings").stdout
+    for env, _, _ in settings_table():
+        assert env in out
+
+
+def test_demo_runs_offline_and_says_its_weights_are_random(tmp_path):
+    from verge.demo import generate_photos
+
+    photos = generate_photos(tmp_path / "photos", per_class=10)
+    # verge-tiny has no published weights: the demo must fall back, loudly, as it would offline
+    env = {"VERGE_DATA_DIR": str(tmp_path / "var"), "VERGE_ENCODER": "verge-tiny",
+           "VERGE_PRETRAINED": "openai"}
+    out = verge(env, "demo", "--no-serve", "--data", str(photos), timeout=600)
+    assert "RANDOM WEIGHTS" in out.stdout and "NOT meaningful" in out.stdout
+    assert "Falling back to random weights" in out.stderr
+    assert "epoch 7:" in out.stdout
+    table = out.stdout.split("RANDOM WEIGHTS", 1)[1]
+    assert "failed: truncated or corrupt image data" in table and "failed: text file, not an image" in table
+    assert "scored, 2 failed" in out.stdout

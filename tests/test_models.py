@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from models.encoder import EncoderSpec, WeightsUnavailable, load_encoder
+from models.heads import BINARY, BinaryHead, HeadMismatch, load_head, new_binary_head, save_head
+from models.zeroshot import zero_shot_for
+from tests.corpus import jpeg_bytes
+from models.images import decode_image
+
+
+def test_tiny_encoder_gives_unit_vectors_of_its_own_dimension(tiny_encoder):
+    imgs = [decode_image(jpeg_bytes(i)) for i in range(5)]
+    a = tiny_encoder.encode_images(imgs, batch_size=2)
+    assert a.shape == (5, 64) and a.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(a, tiny_encoder.encode_images(imgs, batch_size=5), atol=1e-5)
+    assert tiny_encoder.image_size == 64 and tiny_encoder.embedding_dim == 64
+
+
+def test_random_weights_are_the_same_in_every_process(tiny_encoder):
+    again = load_encoder(EncoderSpec("verge-tiny", "none"), "cpu")
+    img = [decode_image(jpeg_bytes(9))]
+    np.testing.assert_array_equal(tiny_encoder.encode_images(img), again.encode_images(img))
+    assert again.key == "verge-tiny/random-seed0"
+
+
+def test_texts_and_zero_shot(tiny_encoder):
+    t = tiny_encoder.encode_texts(["this is a photo of a field", "this is a photo of a road."])
+    assert t.shape == (2, 64)
+    zs = zero_shot_for(tiny_encoder, ("a", "b"), ("field", "road"))
+    assert zero_shot_for(tiny_encoder, ("a", "b"), ("field", "road")) is zs  # text encoded once
+    p = zs.predict(tiny_encoder.encode_images([decode_image(jpeg_bytes(i)) for i in range(3)]))
+    assert p.shape == (3, 2)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_binary_head_is_exactly_the_seeds_architecture():
+    head = BinaryHead(64)
+    layers = list(head.net)
+    assert [type(m) for m in layers] == [torch.nn.Linear, torch.nn.ReLU, torch.nn.Linear]
+    assert (layers[0].in_features, layers[0].out_features) == (64, 256)
+    assert (layers[2].in_features, layers[2].out_features) == (256, 1)
+    p = head(torch.zeros(4, 64))
+    assert p.shape == (4,) and bool(((p > 0) & (p < 1)).all())
+
+
+def test_checkpoints_carry_metadata_and_refuse_another_encoder(tmp_path):
+    head = new_binary_head(64, "verge-tiny/random-seed0")
+    head.meta.metrics = {"train_accuracy": 0.9}
+    path = save_head(head, tmp_path / "h.pt")
+    back = load_head(path, "verge-tiny/random-seed0")
+    assert back.meta.kind == BINARY and back.meta.classes == ("field", "road")
+    assert back.meta.embedding_dim == 64 and back.meta.metrics == {"train_accuracy": 0.9}
+    x = np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32)
+    np.testing.assert_allclose(back.predict(x), head.predict(x))
+    with pytest.raises(HeadMismatch, match="trained on embeddings of 'verge-tiny/random-seed0'"):
+        load_head(path, "ViT-B-32/openai")
+    with pytest.raises(HeadMismatch, match="expects 64-d"):
+        back.predict(np.zeros((1, 512), np.float32))
+
+
+def test_pretrained_weights_that_cannot_be_had_fail_in_one_sentence():
+    with pytest.raises(WeightsUnavailable) as err:
+        load_encoder(EncoderSpec("ViT-B-32", "no-such-tag"))
+    assert "known: openai" in str(err.value)
+    with pytest.raises(WeightsUnavailable, match="no file at"):
+        load_encoder(EncoderSpec("verge-tiny", "/nonexistent/weights.pt"))
+
+
+def test_a_local_weights_file_is_loaded(tmp_path, tiny_encoder):
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_encoder.model.state_dict(), path)
+    enc = load_encoder(EncoderSpec("verge-tiny", str(path)), "cpu")
+    assert enc.key.startswith("verge-tiny/file-")
+    img = [decode_image(jpeg_bytes(2))]
+    np.testing.assert_allclose(enc.encode_images(img), tiny_encoder.encode_images(img), atol=1e-6)

@@ -1,0 +1,106 @@
+"""The schema, its migration on both databases, blob storage, and registration."""
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, inspect, select
+
+import migrations
+from store import queries as q
+from store.blobs import BlobNotFound, BlobStore, sha256_hex
+from store.db import get_engine, session_scope
+from store.schema import Base, BatchImage, Image, ModelVersion, Prediction
+
+
+def assert_migrated_matches_schema(url):
+    migrations.upgrade(url)
+    assert migrations.current_revision(url) == migrations.head_revision()
+    with get_engine(url).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        tables = set(inspect(conn).get_table_names())
+    assert diff == [], f"migrations and store/schema.py disagree: {diff}"
+    assert {"batch", "image", "batch_image", "embedding", "prediction", "review_task",
+            "model_version", "user_account", "label"} <= tables
+
+
+def test_migration_on_sqlite_matches_the_schema(tmp_path):
+    url = f"sqlite:///{tmp_path}/m.db"
+    assert_migrated_matches_schema(url)
+    with get_engine(url).connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    migrations.downgrade(url, "base")
+    with get_engine(url).connect() as conn:
+        assert "image" not in inspect(conn).get_table_names()
+
+
+@pytest.mark.services
+def test_migration_on_postgres_matches_the_schema(pg_url):
+    assert_migrated_matches_schema(pg_url)
+
+
+def test_blob_store_is_content_addressed_and_refuses_odd_keys(tmp_path):
+    blobs = BlobStore(tmp_path)
+    key = blobs.put(b"hello")
+    assert key == sha256_hex(b"hello")
+    assert (tmp_path / key[:2] / key).read_bytes() == b"hello"
+    assert blobs.put(b"hello") == key and blobs.get(key) == b"hello"
+    for bad in ("../../etc/passwd", "ab/../cd", key.upper(), "", key[:-1]):
+        with pytest.raises(BlobNotFound):
+            blobs.get(bad)
+    with pytest.raises(BlobNotFound):
+        blobs.get("0" * 64)
+
+
+def _db(tmp_path):
+    url = f"sqlite:///{tmp_path}/r.db"
+    migrations.upgrade(url)
+    return url
+
+
+def test_registering_the_same_bytes_twice_links_instead_of_duplicating(tmp_path):
+    url = _db(tmp_path)
+    files = [("a.jpg", "a" * 64, 10), ("b.jpg", "b" * 64, 20), ("copy-of-a.jpg", "a" * 64, 10)]
+    with session_scope(url) as s:
+        b1 = q.get_or_create_batch(s, "one", "cli")
+        r1 = q.register_images(s, b1, files)
+    assert len(r1.new_ids) == 2 and r1.to_score == r1.new_ids
+    assert r1.image_ids[0] == r1.image_ids[2]
+    with session_scope(url) as s:
+        b2 = q.get_or_create_batch(s, "two", "cli")
+        r2 = q.register_images(s, b2, files[:1])
+        assert r2.new_ids == [] and r2.to_score == []  # already queued: not sent twice
+        assert s.scalar(select(func.count()).select_from(Image)) == 2
+        assert s.scalar(select(func.count()).select_from(BatchImage).where(BatchImage.batch_id == b2)) == 1
+        assert q.get_or_create_batch(s, "one", "cli") == b1
+
+
+def test_registered_training_images_are_queued_when_submitted(tmp_path):
+    url = _db(tmp_path)
+    with session_scope(url) as s:
+        r = q.register_images(s, None, [("t.jpg", "c" * 64, 5)], queue=False)
+        assert s.get(Image, r.image_ids[0]).status == "registered"
+        b = q.get_or_create_batch(s, "later", "cli")
+        r2 = q.register_images(s, b, [("t.jpg", "c" * 64, 5)])
+        assert r2.to_score == r.image_ids and s.get(Image, r.image_ids[0]).status == "queued"
+
+
+def test_one_prediction_per_image_and_version_and_one_active_head(tmp_path):
+    from sqlalchemy.exc import IntegrityError
+
+    url = _db(tmp_path)
+    with session_scope(url) as s:
+        iid = q.register_images(s, None, [("x.jpg", "d" * 64, 1)]).image_ids[0]
+        mk = dict(image_id=iid, encoder="e", zs_probs={}, zs_p_road=0.5, predicted_class="road",
+                  zs_class="road", routed=False, reasons="")
+        s.add(Prediction(model_version_id=None, **mk))
+    with pytest.raises(IntegrityError):
+        with session_scope(url) as s:
+            s.add(Prediction(model_version_id=None, **mk))
+    with session_scope(url) as s:
+        a = ModelVersion(kind="binary", classes=["field", "road"], encoder="e", path="p", metrics={})
+        b = ModelVersion(kind="binary", classes=["field", "road"], encoder="e", path="p", metrics={})
+        s.add_all([a, b])
+        s.flush()
+        q.activate_model(s, a.id)
+        q.activate_model(s, b.id)
+        assert q.active_model(s).id == b.id
+        assert s.get(ModelVersion, a.id).state == "retired"

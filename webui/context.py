@@ -1,0 +1,52 @@
+"""Per-request access to what the views share: settings, a database session, blob storage."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+from flask import current_app, request
+from sqlalchemy.orm import Session
+
+from store.blobs import BlobStore
+from store.db import session_scope
+from verge.settings import Settings
+
+
+def settings() -> Settings:
+    return current_app.config["VERGE_SETTINGS"]
+
+
+@contextlib.contextmanager
+def db() -> Iterator[Session]:
+    with session_scope(settings().resolved_database_url) as session:
+        yield session
+
+
+def blobs() -> BlobStore:
+    return BlobStore(settings().resolved_blob_dir)
+
+
+def thumb_dir() -> Path:
+    return settings().data_dir / "thumbs"
+
+
+def wants_json() -> bool:
+    """JSON answers for the API and the review page's fetch calls; HTML for people."""
+    path = request.path
+    return (path.startswith("/api/") or path.startswith("/review/api/") or request.is_json
+            or request.accept_mimetypes.best == "application/json")
+
+
+def int_arg(name: str, default: int | None = None, lo: int | None = None,
+            hi: int | None = None) -> int | None:
+    raw = request.args.get(name, "").strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        return default
+    if lo is not None:
+        value = max(lo, value)
+    if hi is not None:
+        value = min(hi, value)
+    return value

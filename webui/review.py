@@ -1,0 +1,105 @@
+"""The review page and the JSON calls behind it: claim the next task, label, skip, undo, renew
+and release leases. The API (``webui/api.py``) runs the same functions with ``source="api"``.
+
+The lease rule for a late label is ``store.review``'s: the label is kept; it closes the task
+unless another reviewer holds a live claim on it (then it is an extra label).
+"""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, render_template
+from flask_login import current_user
+from werkzeug.exceptions import BadRequest, NotFound
+
+from store import review as store_review
+from store.schema import CLASSES
+
+from .context import db, settings
+from .payloads import body, id_list, int_field, label_fields, label_payload, task_payload
+
+bp = Blueprint("review", __name__)
+KEYS = [("1", "field", "Field"), ("2", "road", "Road"), ("3", "road_and_field", "Road & field")]
+
+
+# --------------------------------------------------------------------------- shared with the API
+def claim(user, exclude=(), api: bool = False) -> dict:
+    with db() as s:
+        task_id = store_review.claim_next(s, user.id, user.name, settings().review_lease, exclude)
+        details = store_review.task_details(s, task_id) if task_id is not None else None
+    return {"task": task_payload(details, api=api), "lease_s": settings().review_lease}
+
+
+def label(user, data: dict, source: str):
+    task_id, cls, ms = label_fields(data)
+    with db() as s:
+        try:
+            outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms)
+        except store_review.TaskNotFound:
+            raise NotFound(f"no review task {task_id}") from None
+        payload = label_payload(outcome.label, outcome)
+    if outcome.conflict:
+        return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "
+                             f"undo that label first", label=payload), 409
+    return jsonify(label=payload), 201 if outcome.created else 200
+
+
+def skip(user, task_id: int):
+    with db() as s:
+        if not store_review.skip(s, task_id, user.id, user.name):
+            raise NotFound(f"no review task {task_id}")
+    return jsonify(skipped=task_id)
+
+
+# --------------------------------------------------------------------------- the page
+@bp.get("/review")
+def page():
+    with db() as s:
+        waiting = store_review.open_count(s)
+    return render_template("review.html", keys=KEYS, classes=CLASSES, waiting=waiting,
+                           lease_s=settings().review_lease)
+
+
+@bp.post("/review/api/claim")
+def api_claim():
+    return jsonify(claim(current_user, id_list(body(), "exclude")))
+
+
+@bp.post("/review/api/label")
+def api_label():
+    return label(current_user, body(), "review")
+
+
+@bp.post("/review/api/skip")
+def api_skip():
+    return skip(current_user, int_field(body(), "task_id"))
+
+
+@bp.post("/review/api/undo")
+def api_undo():
+    data = body()
+    with db() as s:
+        done = store_review.undo(s, current_user.id, current_user.name, settings().review_lease,
+                                 int_field(data, "label_id", required=False))
+        if done is None:
+            raise NotFound("no label of yours to undo")
+        details = store_review.task_details(s, done.task_id) if done.reopened else None
+    return jsonify(undone={"label_id": done.label_id, "task_id": done.task_id,
+                           "image_id": done.image_id, "class": done.cls},
+                   task=task_payload(details))
+
+
+@bp.post("/review/api/renew")
+def api_renew():
+    ids = id_list(body(), "task_ids")
+    with db() as s:
+        held = store_review.renew(s, current_user.name, ids, settings().review_lease)
+    return jsonify(held=held, lease_s=settings().review_lease)
+
+
+@bp.post("/review/api/release")
+def api_release():
+    ids = id_list(body(), "task_ids")
+    if not ids:
+        raise BadRequest("'task_ids' is required")
+    with db() as s:
+        n = store_review.release(s, current_user.name, ids)
+    return jsonify(released=n)

@@ -1,0 +1,210 @@
+"""The retraining job: labels in, maybe a better head out.
+
+1. Take the ``retrain`` lock (leased in the database: a crashed run frees it after its TTL).
+2. Gather the consensus label of every labeled image and its stored embedding (CLIP is never
+   recomputed); ties between reviewers stay out and are listed for adjudication.
+3. Split by image hash (stable across runs) into training and held-out images; train a
+   three-class candidate with the seed's fixes switched on (class weighting, LR halving, early
+   stopping on a validation split of the training part, best epoch kept).
+4. Judge candidate and active head on the same held-out labels; record the candidate with its
+   metrics and curves (database + TensorBoard); promote it only if it beats the active head by
+   the margin, otherwise keep it as a candidate with the reason.
+5. Out-of-fold predictions over the labeled set: training-folder labels that the model
+   confidently rejects are routed to review as ``suspect_label``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from sqlalchemy import select
+
+from models.encoder import EncoderSpec
+from models.heads import THREE_CLASS, THREE_CLASSES, load_head, save_head
+from models.metrics import classification_metrics
+from models.training import RETRAIN_RECIPE, Recipe, out_of_fold_probs, train_head
+from store import labels as labels_q
+from store import locks
+from store import queries as q
+from store.db import session_scope
+from store.schema import ModelVersion
+from verge.settings import Settings
+
+from .routing import SUSPECT_LABEL
+
+log = logging.getLogger("verge.retrain")
+MIN_LABELS = 10
+
+
+@dataclass
+class RetrainOutcome:
+    version_id: int | None
+    promoted: bool
+    reason: str
+    candidate: dict = field(default_factory=dict)    # held-out metrics
+    active: dict = field(default_factory=dict)       # the active head's, on the same labels
+    active_version_id: int | None = None
+    labels: int = 0
+    ties: dict = field(default_factory=dict)
+    suspects: int = 0
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def in_holdout(sha256: str, fraction: float) -> bool:
+    # the low hex digits: independent of the audit sample, which reads the high ones
+    return int(sha256[-8:], 16) / float(16 ** 8) < fraction
+
+
+def _expand(probs: np.ndarray, classes) -> np.ndarray:
+    """A head's probabilities laid out over the three classes (a binary head never says 'both')."""
+    out = np.zeros((len(probs), len(THREE_CLASSES)), np.float32)
+    for j, c in enumerate(classes):
+        out[:, THREE_CLASSES.index(c)] = probs[:, j]
+    return out
+
+
+def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = "manual",
+            on_epoch=None, find_suspects: bool = True) -> RetrainOutcome:
+    url = settings.resolved_database_url
+    encoder_key = EncoderSpec(settings.encoder, settings.pretrained).key
+    with locks.held(url, "retrain", settings.retrain_lock_ttl) as lease:
+        with session_scope(url) as s:
+            agreed = labels_q.consensus(s)
+            vectors = labels_q.embeddings_for(s, list(agreed.labels), encoder_key)
+            shas = q.hashes_by_id(s, list(vectors))
+            active = q.active_model(s)
+            active_info = (active.id, active.path, active.encoder) if active else None
+        ids = sorted(vectors)
+        out = RetrainOutcome(None, False, "", labels=len(ids), ties=agreed.ties)
+        if len(ids) < MIN_LABELS or len({agreed.labels[i] for i in ids}) < 2:
+            out.reason = (f"not enough labeled images with embeddings from {encoder_key} "
+                          f"({len(ids)}; need {MIN_LABELS} over at least two classes)")
+            return out
+        X = np.stack([vectors[i] for i in ids]).astype(np.float32)
+        y = np.array([THREE_CLASSES.index(agreed.labels[i]) for i in ids])
+        held = np.array([in_holdout(shas[i], settings.holdout_fraction) for i in ids])
+        if held.sum() == 0 or (~held).sum() == 0:
+            held = np.zeros(len(ids), bool)
+            held[::5] = True  # tiny label sets: every fifth image
+
+        def epoch_hook(stats):
+            lease.renew()
+            if on_epoch:
+                on_epoch(stats)
+
+        result = train_head(THREE_CLASS, X[~held], y[~held], encoder_key, recipe, on_epoch=epoch_hook)
+        cand = classification_metrics(y[held], result.head.predict(X[held]), THREE_CLASSES)
+        out.candidate = cand
+        if active_info and active_info[2] == encoder_key:
+            active_head = load_head(active_info[1], encoder_key)
+            out.active = classification_metrics(
+                y[held], _expand(active_head.predict(X[held]), active_head.meta.classes), THREE_CLASSES)
+            out.active_version_id = active_info[0]
+        metric, margin = settings.promote_metric, settings.promote_margin
+        if not out.active:
+            promote, out.reason = True, "no comparable active head"
+        elif cand[metric] >= out.active[metric] + margin:
+            promote, out.reason = True, (f"held-out {metric} {cand[metric]:.3f} beats the active head's "
+                                         f"{out.active[metric]:.3f} by at least {margin}")
+        else:
+            promote, out.reason = False, (f"held-out {metric} {cand[metric]:.3f} does not beat the active "
+                                          f"head's {out.active[metric]:.3f} by {margin}")
+        result.head.meta.metrics.update({"held_out": cand, "active_held_out": out.active,
+                                         "active_version": out.active_version_id,
+                                         "labels": len(ids), "ties": len(agreed.ties),
+                                         "trigger": trigger, "decision": out.reason})
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        path = save_head(result.head,
+                         settings.model_dir / f"three_class-{stamp}-{secrets.token_hex(3)}.pt")
+        lease.renew()
+        with session_scope(url) as s:  # the version row and the flip land together or not at all
+            mv = ModelVersion(kind=THREE_CLASS, classes=list(THREE_CLASSES), encoder=encoder_key,
+                              path=str(path.resolve()), metrics=result.head.meta.metrics,
+                              state="candidate", note=out.reason)
+            s.add(mv)
+            s.flush()
+            if promote:
+                q.activate_model(s, mv.id)
+            out.version_id, out.promoted = mv.id, promote
+        write_tensorboard(settings, out.version_id, result.history, cand)
+        if find_suspects:
+            out.suspects = flag_suspects(settings, ids, X, y, agreed, encoder_key, recipe)
+    log.info("retrain (%s): version %s %s: %s", trigger, out.version_id,
+             "promoted" if out.promoted else "kept as candidate", out.reason)
+    return out
+
+
+def flag_suspects(settings: Settings, ids, X, y, agreed, encoder_key: str, recipe: Recipe) -> int:
+    """Route training-folder labels the model confidently rejects (out-of-fold) to people."""
+    if len(ids) < 10:
+        return 0
+    fast = replace(recipe, epochs=min(recipe.epochs, 15))
+    oof = out_of_fold_probs(THREE_CLASS, X, y, encoder_key, fast, folds=5)
+    suspects = {}
+    for i, iid in enumerate(ids):
+        if iid in agreed.human:
+            continue  # a person already decided this one
+        p_given = float(oof[i, y[i]])
+        if 1.0 - p_given >= settings.suspect_threshold:
+            suspects[iid] = 1.0 - p_given
+    with session_scope(settings.resolved_database_url) as s:
+        opened = q.open_review_tasks(s, {iid: (SUSPECT_LABEL, p) for iid, p in suspects.items()})
+    return opened
+
+
+def write_tensorboard(settings: Settings, version_id: int, history, held_out: dict) -> None:
+    """Curves per epoch for TensorBoard (`tensorboard --logdir $VERGE_DATA_DIR/runs`)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pragma: no cover - tensorboard is a dependency; never fail a retrain on it
+        return
+    writer = SummaryWriter(str(settings.data_dir / "runs" / f"version-{version_id}"))
+    for h in history:
+        writer.add_scalar("train/loss", h.loss, h.epoch)
+        writer.add_scalar("train/accuracy", h.accuracy, h.epoch)
+        writer.add_scalar("train/lr", h.lr, h.epoch)
+        for key in ("accuracy", "macro_f1", "ece"):
+            if key in h.val:
+                writer.add_scalar(f"validation/{key}", h.val[key], h.epoch)
+    for key in ("accuracy", "macro_f1", "ece"):
+        if key in held_out:
+            writer.add_scalar(f"held_out/{key}", held_out[key], len(history))
+    writer.close()
+
+
+def new_labels_since_last_model(settings: Settings) -> int:
+    with session_scope(settings.resolved_database_url) as s:
+        last = s.scalar(select(ModelVersion.created_at).order_by(ModelVersion.id.desc()).limit(1))
+        return labels_q.labels_since(s, last)
+
+
+def activate(settings: Settings, version_id: int) -> ModelVersion:
+    with session_scope(settings.resolved_database_url) as s:
+        mv = s.get(ModelVersion, version_id)
+        if mv is None:
+            raise ValueError(f"no model version {version_id}")
+        q.activate_model(s, version_id)
+        return mv
+
+
+def rollback(settings: Settings) -> tuple[int, int, int]:
+    """Re-activate the head that was active before the current one; reopen what the current one
+    resolved. Returns (from_version, to_version, tasks_reopened)."""
+    with session_scope(settings.resolved_database_url) as s:
+        current = q.active_model(s)
+        if current is None:
+            raise ValueError("no head is active; nothing to roll back")
+        previous = s.scalar(select(ModelVersion)
+                            .where(ModelVersion.state == "retired", ModelVersion.activated_at.is_not(None))
+                            .order_by(ModelVersion.activated_at.desc()).limit(1))
+        if previous is None:
+            raise ValueError(f"version {current.id} is the only head ever active; nothing to roll back to")
+        q.activate_model(s, previous.id)
+        current.state = "retired"
+        reopened = q.reopen_resolved(s, current.id)
+        return current.id, previous.id, reopened

@@ -99,6 +99,15 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}){mem}{gpu}; {platform.system()} {platform.release()}"
 
 
+def load() -> str:
+    """The 1/5/15-minute load averages and the core count: the noise on a shared machine."""
+    try:
+        one, five, fifteen = os.getloadavg()
+        return f"{one:.1f} / {five:.1f} / {fifteen:.1f} on {os.cpu_count()} cores"
+    except OSError:
+        return "unknown"
+
+
 # --------------------------------------------------------------------------- photos
 def photos_dir(given: str | None = None) -> Path:
     candidates = [Path(given)] if given else list(PHOTO_DIRS)

@@ -116,7 +116,7 @@ def main(argv=None) -> None:
         how = "psutil"
     except ImportError:
         how = "/proc"
-    print(f"# machine: {C.machine()}")
+    print(f"# machine: {C.machine()}; load average {C.load()}")
     print(f"# encoder {args.encoder} (pretrained={args.pretrained}), device {args.device}, batch "
           f"{args.batch}, chunk {args.chunk}; RSS via {how} every {args.interval:g} s", flush=True)
     work = C.temp_dir("verge-bench-rss-")

@@ -78,7 +78,7 @@ def load(url: str, n: int) -> dict:
          INSERT INTO image (id, sha256, storage_key, source_name, size_bytes, width, height, status,
                             error, attempts, queued_at, created_at, scored_at)
          SELECT g, md5(g::text) || md5('x' || g), md5(g::text) || md5('x' || g),
-                'photos/img-' || g || '.jpg', 50000 + (g * 7919) % 200000, 1600, 1067,
+                'photos/img-' || g || '.jpg', 50000 + (g::bigint * 7919) % 200000, 1600, 1067,
                 CASE WHEN g > {n - n_queued} THEN 'queued' WHEN g % 100 = 7 THEN 'failed' ELSE 'scored' END,
                 CASE WHEN g % 100 = 7 AND g <= {n - n_queued} THEN 'truncated or corrupt image data' END,
                 1, ts, ts, CASE WHEN g <= {n - n_queued} THEN ts + interval '2 seconds' END
@@ -279,7 +279,7 @@ def _reviewer_process(job):
 def main(argv=None) -> None:
     args = parse_args(argv)
     C.install_sigterm()
-    print(f"# machine: {C.machine()}")
+    print(f"# machine: {C.machine()}; load average {C.load()}")
     if not C.postgres_available():
         raise SystemExit(f"bench: no Postgres at {C.pg_admin_url()} (set VERGE_DATABASE_URL to a server)")
     import migrations

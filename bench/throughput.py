@@ -61,8 +61,8 @@ def parse_args(argv=None):
                    help="VERGE_DECODE_THREADS for the worker (default: verge's 4 on CPU, "
                         "min(16, cores) on CUDA)")
     p.add_argument("--loader-workers", type=int, default=None,
-                   help="DataLoader workers of the idiomatic loop (b) (default 0 on CPU, "
-                        "min(16, cores) on CUDA)")
+                   help="DataLoader workers of the idiomatic loop (b) (default half the cores, "
+                        "1..8, on CPU; min(16, cores) on CUDA)")
     p.add_argument("--seed-n", type=int, default=4, help="images for the seed's approach (c)")
     p.add_argument("--embedded", action="store_true",
                    help="(d) with the filesystem broker + SQLite instead of Redis + Postgres")
@@ -79,7 +79,8 @@ def parse_args(argv=None):
     a.chunk = a.chunk or max(64, 2 * a.batch)
     cores = os.cpu_count() or 1
     a.decode_threads = a.decode_threads or (min(16, cores) if cuda else 4)
-    a.loader_workers = a.loader_workers if a.loader_workers is not None else (min(16, cores) if cuda else 0)
+    a.loader_workers = (a.loader_workers if a.loader_workers is not None
+                        else min(16, cores) if cuda else max(1, min(8, cores // 2)))
     return a
 
 
@@ -344,6 +345,7 @@ def main(argv=None) -> None:
           f"{', fp16 autocast' if args.fp16 else ''}; n={args.n}, batch={args.batch}", flush=True)
     if args.cuda and not torch.cuda.is_available():
         raise SystemExit("bench: --device cuda was asked for but torch sees no CUDA device")
+    print(f"# load average at the start: {C.load()}", flush=True)
     work = C.temp_dir("verge-bench-tp-")
     n_warm = max(8, min(args.chunk, 64))
     files = C.make_copies(args.n + n_warm, work / "all", C.photos_dir(args.photos))
@@ -378,6 +380,8 @@ def main(argv=None) -> None:
         gc.collect()
     if "d" in args.only:
         rates["d"] = part_d(args, main_dir, warm_dir, work, dim)
+
+    print(f"# load average at the end: {C.load()} (other processes on this machine slow every part)")
 
     def ratio(x, y):
         return f"{rates[x] / rates[y]:.2f}" if x in rates and y in rates else "n/a"

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-from typing import IO
+from typing import IO, Iterator
 
 from sqlalchemy.orm import Session
 
@@ -12,17 +13,29 @@ from .labels import export_rows
 CSV_FIELDS = ["image_id", "sha256", "source_name", "batches", "status", "error", "predicted_class",
               "head_p_road", "head_probs", "zero_shot_probs", "model_version", "model_kind", "routed",
               "reasons", "human_labels", "final_label", "final_label_source"]
+FORMATS = ("csv", "jsonl")
 
 
-def write_export(session: Session, out: IO[str], fmt: str, batch_id: int | None = None) -> int:
-    n = 0
+def iter_export(session: Session, fmt: str, batch_id: int | None = None) -> Iterator[str]:
+    """The export as text pieces (the CSV header, then one piece per image): the web UI streams
+    them, ``write_export`` writes them to a file."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}: use csv or jsonl")
     if fmt == "jsonl":
         for row in export_rows(session, batch_id):
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-        return n
-    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
+            yield json.dumps(row, ensure_ascii=False) + "\n"
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
+
+    def take() -> str:
+        text = buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+        return text
+
     writer.writeheader()
+    yield take()
     for row in export_rows(session, batch_id):
         flat = dict(row)
         flat["batches"] = ";".join(row["batches"])
@@ -30,5 +43,13 @@ def write_export(session: Session, out: IO[str], fmt: str, batch_id: int | None 
         for key in ("head_probs", "zero_shot_probs"):
             flat[key] = json.dumps(row[key]) if row[key] is not None else ""
         writer.writerow(flat)
+        yield take()
+
+
+def write_export(session: Session, out: IO[str], fmt: str, batch_id: int | None = None) -> int:
+    """Write the export to ``out``; returns the number of images written."""
+    n = -1 if fmt == "csv" else 0  # the CSV header is a piece of its own
+    for piece in iter_export(session, fmt, batch_id):
+        out.write(piece)
         n += 1
-    return n
+    return max(n, 0)

@@ -34,16 +34,26 @@ def test_compose_file_is_valid_and_runs_only_commands_that_exist():
     assert proc.returncode == 0, proc.stderr
     cfg = yaml.safe_load(proc.stdout)
     services = cfg["services"]
-    assert {"redis", "postgres", "migrate", "worker", "beat"} <= set(services)
+    assert {"redis", "postgres", "migrate", "worker", "beat", "web"} <= set(services)
     entry = re.search(r'^ENTRYPOINT \["(\w+)"\]', dockerfile(), re.M).group(1)
     assert entry == "verge"
     built = {name: s for name, s in services.items() if "build" in s}
     assert built, "no service is built from the repo's Dockerfile"
     for name, svc in built.items():
         cmd = svc["command"]
-        out = subprocess.run([sys.executable, "-m", "verge", *cmd, "--help"], capture_output=True,
-                             text=True, timeout=60)
-        assert out.returncode == 0, f"service {name} runs `verge {' '.join(cmd)}`, which does not exist:\n{out.stderr}"
+        program = (svc.get("entrypoint") or [entry])[0]
+        if program == "verge":
+            out = subprocess.run([sys.executable, "-m", "verge", *cmd, "--help"], capture_output=True,
+                                 text=True, timeout=60)
+            assert out.returncode == 0, f"service {name} runs `verge {' '.join(cmd)}`, which does not exist:\n{out.stderr}"
+        else:
+            assert program == "gunicorn", f"service {name} runs an unexpected program {program}"
+            assert (Path(sys.executable).parent / "gunicorn").exists()
+            factory = cmd[-1]  # module:callable() -- it must build the app
+            module, call = factory.split(":")
+            check = subprocess.run([sys.executable, "-c", f"import {module}; {module}.{call.rstrip('()')}"],
+                                   capture_output=True, text=True, timeout=60)
+            assert check.returncode == 0, check.stderr
         assert svc["environment"]["VERGE_BROKER_URL"].startswith("redis://")
         assert svc["environment"]["VERGE_DATABASE_URL"].startswith("postgresql+psycopg://")
     gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]

@@ -165,3 +165,35 @@ def test_not_enough_labels_is_said_plainly(settings):
     migrations.upgrade(settings.resolved_database_url)
     out = retrain(settings)
     assert out.version_id is None and "not enough labeled images" in out.reason
+
+
+def test_a_retrain_killed_mid_way_leaves_no_half_written_version_and_frees_the_lock(settings, tiny_env, loop):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = loop["url"]
+    env = {**os.environ, **tiny_env, "VERGE_RETRAIN_LOCK_TTL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "verge", "retrain"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    held = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        with session_scope(url) as s:
+            held = s.get(JobLock, "retrain") is not None
+        if held:
+            break
+        time.sleep(0.05)
+    assert held, "the retrain never took its lock"
+    time.sleep(0.5)  # into the training loop
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with session_scope(url) as s:
+        versions = s.scalars(select(ModelVersion.id)).all()
+        assert versions == [loop["binary"]]  # nothing half-written
+        assert s.get(JobLock, "retrain") is not None  # the dead holder's lease is still there ...
+    time.sleep(3.5)  # ... until its TTL runs out
+    out = retrain(replace(settings, retrain_lock_ttl=3), find_suspects=False)
+    assert out.version_id is not None

@@ -275,8 +275,10 @@ def requeue(batch):
               help="Worker processes (default VERGE_WORKER_CONCURRENCY).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--name", default=None, help="Worker node name (default verge-<pid>@<host>).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on this port (default VERGE_WORKER_METRICS_PORT; 0 = off).")
 @_friendly
-def worker(concurrency, loglevel, name):
+def worker(concurrency, loglevel, name, metrics_port):
     """Run a Celery worker that scores chunks (CUDA when present, else CPU)."""
     from models.encoder import EncoderSpec, verify_weights
     from workers.app import app, configure
@@ -288,6 +290,14 @@ def worker(concurrency, loglevel, name):
     configure(settings)
     import workers.tasks  # noqa: F401 - registers the tasks
 
+    port = settings.worker_metrics_port if metrics_port is None else metrics_port
+    if port:  # before the pool forks: its processes write samples the exporter here sums
+        from workers.metrics import serve
+
+        try:
+            serve(port, settings.data_dir / "metrics" / f"worker-{os.getpid()}")
+        except OSError as exc:
+            raise UserError(str(exc)) from None
     node = name or f"verge-{os.getpid()}@{socket.gethostname()}"
     app.worker_main(["worker", f"--loglevel={loglevel}", "-Q", settings.queue, "-n", node,
                      "-c", str(concurrency or settings.worker_concurrency), "--pool", "prefork",

@@ -91,6 +91,13 @@ def _port(raw: str) -> int:
     return value
 
 
+def _port_or_off(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number between 1 and 65535, or 0 for off")
+    return value
+
+
 def _str(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -156,6 +163,10 @@ class Settings:
     worker_concurrency: int = _setting(
         "VERGE_WORKER_CONCURRENCY", 1, _positive_int,
         "Worker processes per `verge worker` (one per GPU; on CPU one uses all cores).")
+    worker_metrics_port: int = _setting(
+        "VERGE_WORKER_METRICS_PORT", 0, _port_or_off,
+        "Port where `verge worker` serves Prometheus metrics (chunk durations, images scored and "
+        "failed, summed over its processes); 0 = off. The web UI serves the rest at `/metrics`.")
     task_max_retries: int = _setting(
         "VERGE_TASK_MAX_RETRIES", 5, _positive_int,
         "Retries (with backoff) of a chunk whose database or broker was unreachable.")

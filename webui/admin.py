@@ -1,15 +1,24 @@
-"""Admin pages: people (add, change role, issue an API token) and model versions."""
+"""Admin pages: people (add, change role, issue an API token), model versions (list, one
+version's curves and held-out evaluation, activate, roll back) and the export download."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint, Response, flash, make_response, redirect, render_template, request,
+    stream_with_context, url_for,
+)
 from flask_login import current_user
+from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, NotFound
 
 from store import browse as store_browse
+from store import queries as q
 from store import users as store_users
+from store.export import FORMATS, iter_export
+from store.schema import Batch, ModelVersion
 
+from . import charts
 from .auth import admin_required
-from .context import db
+from .context import db, settings
 from .security import hash_password, new_token
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -79,9 +88,190 @@ def issue_token(user_id: int):
     return resp
 
 
+# ----------------------------------------------------------------------------- model versions
+HEADLINE = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("ece", "ECE"))
+SUMMARY_KEYS = (("labels", "labeled images"), ("ties", "reviewer ties left out"),
+                ("examples", "training examples"), ("validation_examples", "validation examples"),
+                ("epochs_run", "epochs run"), ("best_epoch", "best epoch (kept)"),
+                ("trigger", "trigger"), ("source", "training folder"),
+                ("augmented_views", "augmented views"))
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def headline(metrics: dict | None) -> list[tuple[str, float]]:
+    """A few numbers for the list: held-out accuracy / macro-F1 / ECE when the version was
+    judged on held-out labels, else its final training accuracy."""
+    metrics = metrics or {}
+    held = metrics.get("held_out") or {}
+    if held.get("n"):
+        return [(f"held-out {label}", held[key]) for key, label in HEADLINE if _number(held.get(key))]
+    if _number(metrics.get("train_accuracy")):
+        return [("train accuracy", metrics["train_accuracy"])]
+    return []
+
+
+def curve_charts(metrics: dict) -> list[tuple[str, object]]:
+    """(title, SVG) for the per-epoch curves: loss, and accuracy / macro-F1 (validation curves
+    where the run had a validation split). The dashed line marks the epoch that was kept."""
+    curves = [c for c in metrics.get("curves") or [] if isinstance(c, dict) and _number(c.get("epoch"))]
+    if not curves:
+        return []
+    best = metrics.get("best_epoch") if _number(metrics.get("best_epoch")) and metrics.get("best_epoch") else None
+    mark = dict(mark_x=best, mark_label=f"best epoch {best} (kept)" if best else "")
+
+    def series(name, css, get):
+        pts = [(c["epoch"], get(c)) for c in curves]
+        return (name, css, pts) if any(_number(y) for _, y in pts) else None
+
+    def val(key):
+        return lambda c: (c.get("val") or {}).get(key)
+
+    out = []
+    loss = [s for s in (series("train loss", "s-train", lambda c: c.get("loss")),
+                        series("validation log-loss", "s-val", val("log_loss"))) if s]
+    if loss:
+        out.append(("Loss", charts.lines(loss, "loss", **mark)))
+    quality = [s for s in (series("train accuracy", "s-train", lambda c: c.get("accuracy")),
+                           series("validation macro-F1", "s-val", val("macro_f1"))) if s]
+    if quality:
+        out.append(("Accuracy and macro-F1", charts.lines(quality, "score", ymin=0.0, ymax=1.0, **mark)))
+    lrs = {c.get("lr") for c in curves if _number(c.get("lr"))}
+    if len(lrs) > 1:  # the learning rate was halved along the way
+        out.append(("Learning rate", charts.lines(
+            [series("learning rate", "s-lr", lambda c: c.get("lr"))], "lr", ymin=0.0, **mark)))
+    return out
+
+
+def evaluation(metrics: dict) -> dict | None:
+    """What the page compares: this version's held-out metrics and, on the same labels, the head
+    that was active when it was trained (or, for a run without held-out labels, its best
+    validation epoch)."""
+    held = metrics.get("held_out") or {}
+    if held.get("n"):
+        return {"title": "Held-out evaluation", "candidate": held,
+                "active": (metrics.get("active_held_out") or {}) if (metrics.get("active_held_out") or {}).get("n") else None,
+                "active_version": metrics.get("active_version")}
+    validation = metrics.get("validation") or {}
+    if validation.get("n"):
+        return {"title": "Validation (best epoch)", "candidate": validation, "active": None,
+                "active_version": None}
+    return None
+
+
 @bp.get("/models")
 @admin_required
 def models():
     with db() as s:
         versions = store_browse.model_versions(s)
-    return render_template("models.html", versions=versions)
+        rows = [(v, headline(v.metrics)) for v in versions]
+        batches = list(s.scalars(select(Batch).order_by(Batch.id.desc()).limit(50)))
+    return render_template("models.html", rows=rows, batches=batches,
+                           has_active=any(v.state == "active" for v in versions))
+
+
+@bp.get("/models/<int:version_id>")
+@admin_required
+def model(version_id: int):
+    with db() as s:
+        mv = s.get(ModelVersion, version_id)
+        if mv is None:
+            raise NotFound(f"no model version {version_id}")
+        active = q.active_model(s)
+        active_now = (active.id, active.kind) if active else None
+    metrics = mv.metrics or {}
+    return render_template(
+        "model.html", v=mv, metrics=metrics, charts=curve_charts(metrics), ev=evaluation(metrics),
+        headline=headline(metrics), active_now=active_now,
+        summary=[(label, metrics[key]) for key, label in SUMMARY_KEYS if metrics.get(key) not in (None, "")],
+        recipe=metrics.get("recipe") or {}, decision=metrics.get("decision") or mv.note)
+
+
+def _rescore() -> str | None:
+    """Ask the workers to re-score open review tasks with the head now active; a broker that is
+    down is reported (the switch itself is done), never raised."""
+    from kombu.exceptions import OperationalError
+
+    from workers.errors import BrokerUnavailable
+    from workers.submission import check_broker
+
+    try:
+        check_broker(settings())
+        from workers.tasks import rescore_open
+
+        rescore_open.apply_async(queue=settings().queue)
+    except (BrokerUnavailable, OperationalError, OSError) as exc:
+        return (f"open review tasks were not re-scored ({str(exc).splitlines()[0][:200]}); "
+                f"run `verge models rescore` once the broker is back")
+    return None
+
+
+@bp.post("/models/<int:version_id>/activate")
+@admin_required
+def activate(version_id: int):
+    from workers.retrain import activate as do_activate
+
+    with db() as s:
+        mv = s.get(ModelVersion, version_id)
+        if mv is None:
+            raise NotFound(f"no model version {version_id}")
+        already = mv.state == "active"
+    if already:
+        flash(f"Version {version_id} is already the active head.", "info")
+        return redirect(url_for("admin.model", version_id=version_id))
+    mv = do_activate(settings(), version_id)
+    problem = _rescore()
+    flash(f"Version {mv.id} ({mv.kind}) is the active head; workers switch on their next chunk"
+          + ("; open review tasks are being re-scored with it." if problem is None else "."), "info")
+    if problem:
+        flash(problem[0].upper() + problem[1:] + ".", "warn")
+    return redirect(url_for("admin.model", version_id=version_id))
+
+
+@bp.post("/models/rollback")
+@admin_required
+def rollback():
+    from workers.retrain import rollback as do_rollback
+
+    try:
+        old, new, reopened = do_rollback(settings())
+    except ValueError as exc:
+        flash(f"Nothing rolled back: {exc}.", "error")
+        return redirect(url_for("admin.models"))
+    problem = _rescore()
+    flash(f"Rolled back from version {old} to version {new}; {reopened} resolved review tasks "
+          f"reopened" + ("; open review tasks are being re-scored." if problem is None else "."), "info")
+    if problem:
+        flash(problem[0].upper() + problem[1:] + ".", "warn")
+    return redirect(url_for("admin.model", version_id=new))
+
+
+# ----------------------------------------------------------------------------- export
+@bp.get("/export")
+@admin_required
+def export():
+    """``?format=csv|jsonl[&batch=ID or name]``: the same rows as ``verge export``, streamed."""
+    fmt = request.args.get("format", "csv").strip().lower()
+    if fmt not in FORMATS:
+        raise BadRequest("format must be csv or jsonl")
+    ref = request.args.get("batch", "").strip()
+    batch_id = None
+    if ref:
+        with db() as s:
+            found = q.find_batch(s, ref)
+            if found is None:
+                raise NotFound(f"no batch named or numbered {ref!r}")
+            batch_id = found.id
+
+    def generate():
+        with db() as s:
+            yield from iter_export(s, fmt, batch_id)
+
+    name = f"verge-export{f'-batch-{batch_id}' if batch_id else ''}.{fmt}"
+    mimetype = "text/csv" if fmt == "csv" else "application/x-ndjson"
+    resp = Response(stream_with_context(generate()), mimetype=mimetype)
+    resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    resp.headers["Cache-Control"] = "no-store"
+    return resp

@@ -12,12 +12,11 @@ from store import users as store_users
 from workers.errors import BrokerUnavailable
 
 from . import review
-from .auth import WebUser
+from .auth import bearer_user
 from .context import db, int_arg, settings
 from .errors import error_response
 from .images import send_image
 from .payloads import body, id_list, label_payload
-from .security import TOKEN_PREFIX, token_digest
 from .uploads import batch_name, submit_uploads
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -25,13 +24,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 @bp.before_request
 def _token():
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    user = None
-    if scheme.lower() == "bearer" and token.strip().startswith(TOKEN_PREFIX):
-        with db() as s:
-            row = store_users.user_by_token_hash(s, token_digest(token.strip()))
-            user = WebUser.of(row) if row else None
+    user = bearer_user()
     if user is None:
         resp, code = error_response(401, "send a valid API token: 'Authorization: Bearer vrg_...'")
         resp.headers["WWW-Authenticate"] = 'Bearer realm="verge"'

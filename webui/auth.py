@@ -21,11 +21,14 @@ from store import users as store_users
 
 from .context import db, wants_json
 from .ratelimit import LoginThrottle
-from .security import session_fingerprint, verify_password
+from .security import TOKEN_PREFIX, session_fingerprint, token_digest, verify_password
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 PUBLIC = {"auth.login", "static", "health.healthz"}
+# blueprints that check who is asking themselves: the JSON API (bearer tokens, never cookies)
+# and /metrics (loopback or a bearer token: Prometheus cannot sign in)
+SELF_GUARDED = {"api", "metrics"}
 
 
 @dataclass
@@ -68,7 +71,7 @@ def _unauthorized():
 
 
 def _require_login():
-    if request.endpoint in PUBLIC or request.blueprint == "api" or request.endpoint is None:
+    if request.endpoint in PUBLIC or request.blueprint in SELF_GUARDED or request.endpoint is None:
         return None  # unknown URLs fall through to 404 / 405
     if not current_user.is_authenticated:
         return login_manager.unauthorized()
@@ -86,6 +89,17 @@ def init_app(app) -> None:
     @app.context_processor
     def _user():
         return {"user": current_user}
+
+
+def bearer_user() -> WebUser | None:
+    """The user whose API token the request carries (``Authorization: Bearer vrg_...``)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX):
+        return None
+    with db() as s:
+        row = store_users.user_by_token_hash(s, token_digest(token))
+        return WebUser.of(row) if row else None
 
 
 def admin_required(view):

@@ -92,3 +92,76 @@ def meter(fraction: float | None) -> Markup:
     return Markup(f'<svg class="meter" viewBox="0 0 100 8" preserveAspectRatio="none">'
                   f'<rect class="meter-bg" x="0" y="0" width="100" height="8" rx="4"/>'
                   f'<rect class="meter-fg" x="0" y="0" width="{w:.1f}" height="8" rx="4"/></svg>')
+
+
+def _axis_range(values: list[float], lo: float | None, hi: float | None) -> tuple[float, float]:
+    """``lo``/``hi`` where given (a fraction lives in [0, 1]); else from the data, from 0 when
+    every value is positive (losses), with a little room above."""
+    if lo is None:
+        lo = min(0.0, min(values, default=0.0))
+    if hi is None:
+        top = max(values, default=1.0)
+        hi = lo + 1.0 if top <= lo else top + (top - lo) * 0.05
+    return lo, hi
+
+
+def _tick(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.2f}".rstrip("0").rstrip(".") if v else "0"
+
+
+def lines(series: list[tuple[str, str, list[tuple[float, float | None]]]], ylabel: str,
+          ymin: float | None = None, ymax: float | None = None, mark_x: float | None = None,
+          mark_label: str = "", xlabel: str = "epoch") -> Markup:
+    """Line chart of ``(name, css class, [(x, y), ...])`` series over a shared x axis (epochs);
+    points whose y is missing (or not finite) are skipped. ``mark_x`` draws a dashed vertical
+    line (e.g. the best epoch, the one kept). Each point carries a hover title."""
+    clean = [(name, css, [(float(x), float(y)) for x, y in pts
+                          if y is not None and y == y and abs(float(y)) != float("inf")])
+             for name, css, pts in series]
+    xs = [x for _, _, pts in clean for x, _ in pts]
+    ys = [y for _, _, pts in clean for _, y in pts]
+    lo, hi = _axis_range(ys, ymin, ymax)
+    x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    if x1 == x0:
+        x1 = x0 + 1
+    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+
+    def px(x):
+        return LEFT + pw * (x - x0) / (x1 - x0)
+
+    def py(y):
+        return TOP + ph * (1 - (min(max(y, lo), hi) - lo) / (hi - lo))
+
+    parts = [f'<svg class="chart lines" viewBox="0 0 {W} {H}" role="img" '
+             f'aria-label="{escape(ylabel)} per {escape(xlabel)}">']
+    for frac in (0, 0.5, 1):
+        y = TOP + ph * (1 - frac)
+        parts.append(f'<line class="grid" x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        parts.append(f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
+                     f'{escape(_tick(lo + (hi - lo) * frac))}</text>')
+    parts.append(f'<text class="tick" x="10" y="{TOP + 8}" text-anchor="start">{escape(ylabel)}</text>')
+    span = int(x1 - x0)
+    step = max(1, -(-span // 8))
+    x = x0
+    while x <= x1 + 1e-9:
+        parts.append(f'<text class="tick" x="{px(x):.1f}" y="{H - 8}" text-anchor="middle">'
+                     f'{escape(_tick(x))}</text>')
+        x += step
+    if mark_x is not None and x0 <= mark_x <= x1:
+        parts.append(f'<line class="threshold" x1="{px(mark_x):.1f}" x2="{px(mark_x):.1f}" '
+                     f'y1="{TOP}" y2="{TOP + ph}"><title>{escape(mark_label or f"{xlabel} {mark_x:g}")}'
+                     f'</title></line>')
+    for i, (name, css, pts) in enumerate(clean):
+        if not pts:
+            continue
+        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+        parts.append(f'<polyline class="line {escape(css)}" points="{coords}"/>')
+        for x, y in pts:
+            parts.append(f'<circle class="dot {escape(css)}" cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5">'
+                         f'<title>{escape(name)}, {escape(xlabel)} {x:g}: {y:.4g}</title></circle>')
+        lx = W - RIGHT - 150 * (len(clean) - i)
+        parts.append(f'<line class="line {escape(css)}" x1="{lx:.1f}" x2="{lx + 16:.1f}" '
+                     f'y1="{TOP + 4}" y2="{TOP + 4}"/>'
+                     f'<text class="tick legend" x="{lx + 20:.1f}" y="{TOP + 8}">{escape(name)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

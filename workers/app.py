@@ -69,6 +69,12 @@ def parse_cron(expr: str) -> crontab:
 
 def configure(settings: Settings) -> Celery:
     url, options = broker_options(settings)
+    if getattr(app, "verge_settings", None) is not None and (
+            app.conf.broker_url, app.conf.broker_transport_options) != (url, options):
+        # kombu pools connections per app; a pool made for another broker (or another data
+        # dir's folders, which share one filesystem:// URL) must not carry on
+        app.pool.force_close_all()
+        app._pool = None
     app.conf.update(
         broker_url=url,
         broker_transport_options=options,

@@ -28,6 +28,7 @@ from .errors import BrokerUnavailable
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic",
                   ".heif", ".avif", ".jfif", ".ppm", ".pgm", ".pbm"}
 GROUP = 256  # files per registration transaction: bounded memory however large the submission
+PUBLISH_RETRY = {"max_retries": 20, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 3.0}
 
 
 @dataclass
@@ -141,7 +142,10 @@ def enqueue(settings: Settings, image_ids: Sequence[int]) -> int:
         return 0
     with app.producer_or_acquire() as producer:
         for chunk in chunks:
-            score_chunk.apply_async(args=[chunk], queue=settings.queue, producer=producer)
+            # a broker that blips (a Redis restart) is waited for, within reason; past that the
+            # images stay `queued` in the database and `verge requeue` / beat's sweeper resends them
+            score_chunk.apply_async(args=[chunk], queue=settings.queue, producer=producer, retry=True,
+                                    retry_policy=PUBLISH_RETRY)
     with session_scope(settings.resolved_database_url) as s:
         for chunk in chunks:
             s.execute(update(Image).where(Image.id.in_(chunk)).values(queued_at=q.utcnow()))

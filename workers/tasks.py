@@ -9,6 +9,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from store.db import dispose_engines
 
+from . import metrics
 from .app import app, settings_of
 from .scoring import scorer_for
 
@@ -32,12 +33,15 @@ def score_chunk(self, image_ids: list[int]) -> dict:
         # Exponential backoff with jitter; past the limit the task fails and its images stay
         # queued, where the beat sweeper finds them again (nothing is dropped).
         delay = min(120, 2 ** self.request.retries) * (0.5 + random.random())
-        log.warning("chunk of %d: transient failure (%s); retry %d in %.1fs", len(image_ids),
-                    type(exc).__name__, self.request.retries + 1, delay)
+        log.warning("chunk of %d: transient failure (%s); retry %d in %.1fs (task %s, images %s-%s)",
+                    len(image_ids), type(exc).__name__, self.request.retries + 1, delay,
+                    self.request.id, min(image_ids, default=None), max(image_ids, default=None))
         raise self.retry(exc=exc, countdown=delay, max_retries=settings.task_max_retries)
-    log.info("chunk of %d: scored=%d failed=%d routed=%d skipped=%d embedded=%d in %.2fs",
-             len(image_ids), report.scored, report.failed, report.routed, report.skipped,
-             report.embedded, report.seconds)
+    log.info("chunk of %d: scored=%d failed=%d routed=%d skipped=%d embedded=%d in %.2fs "
+             "(task %s, images %s-%s)", len(image_ids), report.scored, report.failed, report.routed,
+             report.skipped, report.embedded, report.seconds, self.request.id,
+             min(image_ids, default=None), max(image_ids, default=None))
+    metrics.observe_chunk(report)
     return {"scored": report.scored, "failed": report.failed, "routed": report.routed,
             "skipped": report.skipped}
 

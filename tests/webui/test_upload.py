@@ -38,16 +38,43 @@ def test_an_admin_uploads_files_and_a_folder(as_user, seed, web_settings):
     assert any(web_settings.broker_dir.rglob("*.msg"))
 
 
-def test_a_file_over_the_per_file_limit_is_skipped_with_its_reason(web_settings, seed):
+def test_a_file_over_the_per_file_limit_gets_a_clear_413_and_nothing_is_stored(web_settings, seed):
+    from store import users
+    from webui.security import new_token
+
     seed.user("ada", "admin")
     app = make_app(web_settings, max_file_bytes=2000)
     ada = login(app, "ada")
     big = jpeg((5, 5, 5), size=(400, 400)) + b"\0" * 5000
-    r = ada.client.post("/batches/upload", data={"csrf_token": ada.token, "files": _files(
-        (big, "big.jpg"), (jpeg(), "small.jpg"))}, content_type="multipart/form-data")
-    page = ada.get(r.headers["Location"]).get_data(as_text=True)
-    assert "1 files, 1 new" in page
-    assert "Skipped big.jpg:" in page and "VERGE_MAX_FILE_BYTES=2000" in page
+    r = ada.client.post("/batches/upload", data={"csrf_token": ada.token, "batch": "limits", "files": _files(
+        (big, "big <b>.jpg"), (jpeg(), "small.jpg"))}, content_type="multipart/form-data")
+    assert r.status_code == 413
+    text = r.get_data(as_text=True)
+    assert "a file is larger than the per-file limit of 2.0 KB (VERGE_MAX_FILE_BYTES)" in text
+    assert "big &lt;b&gt;.jpg" in text and "<b>" not in text  # the name, escaped
+    assert "nothing was submitted" in text
+    # the API answers the same in JSON, naming every file (a few) over the limit
+    token, digest = new_token()
+    with session_scope(seed.url) as s:
+        users.set_token_hash(s, seed.users["ada"], digest)
+    r = app.test_client().post("/api/v1/batches", headers={"Authorization": f"Bearer {token}"},
+                               data={"batch": "limits", "files": _files(
+                                   (big, "one.jpg"), (big + b"1", "two.jpg"), (jpeg(), "ok.jpg"))},
+                               content_type="multipart/form-data")
+    assert r.status_code == 413
+    assert r.json["error"].startswith("2 files are larger than the per-file limit of 2.0 KB")
+    assert "one.jpg (" in r.json["error"] and "two.jpg (" in r.json["error"]
+    with session_scope(seed.url) as s:
+        assert s.scalar(select(Image)) is None and s.scalar(select(Batch)) is None
+    blobs = web_settings.resolved_blob_dir
+    assert not blobs.exists() or not any(p.is_file() for p in blobs.rglob("*"))
+    # at the limit is fine
+    exact = jpeg((7, 7, 7))
+    app2 = make_app(web_settings, max_file_bytes=len(exact))
+    ada2 = login(app2, "ada")
+    r = ada2.client.post("/batches/upload", data={"csrf_token": ada2.token, "files": _files((exact, "exact.jpg"))},
+                         content_type="multipart/form-data")
+    assert r.status_code == 302
 
 
 def test_an_upload_over_the_request_limit_gets_a_clear_413(web_settings, seed):

@@ -119,7 +119,8 @@ def curve_charts(metrics: dict) -> list[tuple[str, object]]:
     curves = [c for c in metrics.get("curves") or [] if isinstance(c, dict) and _number(c.get("epoch"))]
     if not curves:
         return []
-    best = metrics.get("best_epoch") if _number(metrics.get("best_epoch")) and metrics.get("best_epoch") else None
+    best = metrics.get("best_epoch") if _number(metrics.get("best_epoch")) else None
+    best = best or None  # 0: no validation split, nothing was picked
     mark = dict(mark_x=best, mark_label=f"best epoch {best} (kept)" if best else "")
 
     def series(name, css, get):
@@ -151,8 +152,9 @@ def evaluation(metrics: dict) -> dict | None:
     validation epoch)."""
     held = metrics.get("held_out") or {}
     if held.get("n"):
+        active = metrics.get("active_held_out") or {}
         return {"title": "Held-out evaluation", "candidate": held,
-                "active": (metrics.get("active_held_out") or {}) if (metrics.get("active_held_out") or {}).get("n") else None,
+                "active": active if active.get("n") else None,
                 "active_version": metrics.get("active_version")}
     validation = metrics.get("validation") or {}
     if validation.get("n"):

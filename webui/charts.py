@@ -106,7 +106,13 @@ def _axis_range(values: list[float], lo: float | None, hi: float | None) -> tupl
 
 
 def _tick(v: float) -> str:
-    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.2f}".rstrip("0").rstrip(".") if v else "0"
+    if v == 0:
+        return "0"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 0.01:
+        return f"{v:.2f}".rstrip("0").rstrip(".")
+    return f"{v:.1e}"  # learning rates
 
 
 def lines(series: list[tuple[str, str, list[tuple[float, float | None]]]], ylabel: str,
@@ -124,22 +130,23 @@ def lines(series: list[tuple[str, str, list[tuple[float, float | None]]]], ylabe
     x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
     if x1 == x0:
         x1 = x0 + 1
-    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+    top = TOP + 18  # room for the legend above the plot
+    left = LEFT + 8
+    pw, ph = W - left - RIGHT, H - top - BOTTOM
 
     def px(x):
-        return LEFT + pw * (x - x0) / (x1 - x0)
+        return left + pw * (x - x0) / (x1 - x0)
 
     def py(y):
-        return TOP + ph * (1 - (min(max(y, lo), hi) - lo) / (hi - lo))
+        return top + ph * (1 - (min(max(y, lo), hi) - lo) / (hi - lo))
 
     parts = [f'<svg class="chart lines" viewBox="0 0 {W} {H}" role="img" '
              f'aria-label="{escape(ylabel)} per {escape(xlabel)}">']
     for frac in (0, 0.5, 1):
-        y = TOP + ph * (1 - frac)
-        parts.append(f'<line class="grid" x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
+        y = top + ph * (1 - frac)
+        parts.append(f'<line class="grid" x1="{left}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        parts.append(f'<text class="tick" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">'
                      f'{escape(_tick(lo + (hi - lo) * frac))}</text>')
-    parts.append(f'<text class="tick" x="10" y="{TOP + 8}" text-anchor="start">{escape(ylabel)}</text>')
     span = int(x1 - x0)
     step = max(1, -(-span // 8))
     x = x0
@@ -149,7 +156,7 @@ def lines(series: list[tuple[str, str, list[tuple[float, float | None]]]], ylabe
         x += step
     if mark_x is not None and x0 <= mark_x <= x1:
         parts.append(f'<line class="threshold" x1="{px(mark_x):.1f}" x2="{px(mark_x):.1f}" '
-                     f'y1="{TOP}" y2="{TOP + ph}"><title>{escape(mark_label or f"{xlabel} {mark_x:g}")}'
+                     f'y1="{top}" y2="{top + ph}"><title>{escape(mark_label or f"{xlabel} {mark_x:g}")}'
                      f'</title></line>')
     for i, (name, css, pts) in enumerate(clean):
         if not pts:
@@ -159,9 +166,9 @@ def lines(series: list[tuple[str, str, list[tuple[float, float | None]]]], ylabe
         for x, y in pts:
             parts.append(f'<circle class="dot {escape(css)}" cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5">'
                          f'<title>{escape(name)}, {escape(xlabel)} {x:g}: {y:.4g}</title></circle>')
-        lx = W - RIGHT - 150 * (len(clean) - i)
+        lx = left + 170 * i
         parts.append(f'<line class="line {escape(css)}" x1="{lx:.1f}" x2="{lx + 16:.1f}" '
-                     f'y1="{TOP + 4}" y2="{TOP + 4}"/>'
-                     f'<text class="tick legend" x="{lx + 20:.1f}" y="{TOP + 8}">{escape(name)}</text>')
+                     f'y1="{TOP - 2}" y2="{TOP - 2}"/>'
+                     f'<text class="tick legend" x="{lx + 20:.1f}" y="{TOP + 2}">{escape(name)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

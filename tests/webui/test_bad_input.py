@@ -1,6 +1,6 @@
 """Bad input through the web upload and the JSON API, scored by a real worker process.
 
-Two variants of a corpus of 36 files (tests/corpus.py: truncated, empty, random, HTML and PDF
+Two variants of a corpus of 37 files (tests/corpus.py: truncated, empty, random, HTML and PDF
 named as images, a 20000x20000 decompression bomb, HEIC, 16-bit, CMYK, palette, animated, WebP,
 a 4 MB EXIF block, EXIF rotation, names with unicode, spaces, quotes, ``../`` and HTML) go in
 through both doors. Afterwards every file is scored or failed with a one-line reason, the worker
@@ -69,7 +69,8 @@ def test_bad_input_through_the_web_and_the_api_ends_scored_or_failed(web_setting
         "files": [(io.BytesIO(data), name) for name, data, _ in web]})
     assert r.status_code == 302, r.get_data(as_text=True)[:2000]
     page = ada.get(r.headers["Location"]).get_data(as_text=True)
-    assert f"{len(web)} files, {len(web)} new" in page and "Skipped" not in page, re.findall(r"flash[^>]*>([^<]*)", page)
+    flashes = re.findall(r'class="flash [a-z]+">([^<]*)', page)
+    assert f"{len(web)} files, {len(web)} new" in page and "Skipped" not in page, flashes
     r = app.test_client().post("/api/v1/batches", headers={"Authorization": f"Bearer {token}"},
                                content_type="multipart/form-data", data={
                                    "batch": API_BATCH,
@@ -89,14 +90,16 @@ def test_bad_input_through_the_web_and_the_api_ends_scored_or_failed(web_setting
         if not waiting:
             break
         assert worker.proc.poll() is None, worker.log.read_text()[-3000:]
-        assert time.monotonic() < deadline, f"{waiting} images still queued:\n{worker.log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, \
+            f"{waiting} images still queued:\n{worker.log.read_text()[-3000:]}"
         time.sleep(0.5)
 
     # every file of both batches: scored, or failed with a one-line reason that says why
     with session_scope(seed.url) as s:
         for batch, corpus in ((WEB_BATCH, web), (API_BATCH, api)):
             b = q.find_batch(s, batch)
-            rows = s.execute(select(BatchImage.source_name, Image).join(Image, Image.id == BatchImage.image_id)
+            rows = s.execute(select(BatchImage.source_name, Image)
+                             .join(Image, Image.id == BatchImage.image_id)
                              .where(BatchImage.batch_id == b.id)).all()
             expected = _expected_by_name(corpus)
             assert sorted(name for name, _ in rows) == sorted(expected), batch
@@ -120,7 +123,8 @@ def test_bad_input_through_the_web_and_the_api_ends_scored_or_failed(web_setting
     log = worker.log.read_text()
     assert worker.proc.poll() is None
     assert "WorkerLostError" not in log and "exited with" not in log
-    chunk_lines = re.findall(r"chunk of \d+: scored=\d+ failed=\d+ .* \(task [0-9a-f-]{36}, images \d+-\d+\)", log)
+    chunk_lines = re.findall(
+        r"chunk of \d+: scored=\d+ failed=\d+ .* \(task [0-9a-f-]{36}, images \d+-\d+\)", log)
     assert len(chunk_lines) >= 2, log[-3000:]
 
     # names were never used as paths: nothing was written under any of them
@@ -141,7 +145,8 @@ def test_bad_input_through_the_web_and_the_api_ends_scored_or_failed(web_setting
     for path in (f"/browse?batch={web_id}", f"/browse?batch={web_id}&status=failed"):
         html = ada.get(path).get_data(as_text=True)
         assert "<img src=x" not in html and "<script>alert" not in html and "<b onmouseover" not in html
-    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in ada.get(f"/browse?batch={web_id}").get_data(as_text=True)
+    browse = ada.get(f"/browse?batch={web_id}").get_data(as_text=True)
+    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in browse
     status = app.test_client().get(f"/api/v1/batches/{API_BATCH}",
                                    headers={"Authorization": f"Bearer {token}"}).json
     assert status["queued"] == 0 and status["scored"] + status["failed"] == status["total"] == len(api)

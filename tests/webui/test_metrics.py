@@ -145,3 +145,22 @@ def test_what_counts_as_loopback(app, addr, expected):
 
     with app.test_request_context("/metrics", environ_base={"REMOTE_ADDR": addr}):
         assert _from_loopback() is expected
+
+
+def test_a_worker_metrics_port_in_use_is_one_clear_error(tmp_path, monkeypatch):
+    """(The exporter itself, summing a real worker's pool processes: test_bad_input.py.)"""
+    import socket
+
+    from prometheus_client import values
+
+    from workers import metrics as worker_metrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "restored-afterwards")
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(OSError, match=rf"cannot serve worker metrics on 127.0.0.1:{port} "
+                                          rf"\(--metrics-port / VERGE_WORKER_METRICS_PORT\)"):
+            worker_metrics.serve(port, tmp_path / "samples", addr="127.0.0.1")

@@ -9,12 +9,11 @@ import re
 
 import numpy as np
 import pytest
-from sqlalchemy import select
 
 from store import queries as q
 from store.blobs import sha256_hex
 from store.db import session_scope
-from store.schema import Label, ModelVersion, ReviewTask
+from store.schema import Label, ModelVersion
 
 from .conftest import login, make_app
 

@@ -187,7 +187,7 @@ def test_dashboard_draws_histograms_agreement_and_labels_per_day(as_user, seed):
 def test_models_page_for_admins(as_user, seed):
     seed.model()
     html = as_user("ada", "admin").get("/admin/models").get_data(as_text=True)
-    assert "binary" in html and "train_accuracy: 0.900" in html
+    assert "binary" in html and "train accuracy <strong>0.900</strong>" in html
 
 
 def test_histogram_svg_escapes_and_scales():

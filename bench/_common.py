@@ -265,10 +265,12 @@ def private_queue(url: str, tag: str) -> tuple[str, str]:
     queue = f"verge-bench-{tag}-{token}"
     node = f"bench-{tag}-{token}@{socket.gethostname()}"
 
-    def clean_redis_queue():
-        import redis
+    import redis  # imported now: at exit it may no longer register what it needs
 
-        r = redis.Redis.from_url(url)
+    r = redis.Redis.from_url(url)
+    r.ping()
+
+    def clean_redis_queue():
         keys = list(r.scan_iter(match=f"{queue}*")) + [f"_kombu.binding.{queue}".encode()]
         if keys:
             r.delete(*keys)
@@ -327,6 +329,15 @@ class Worker:
                 self.proc.wait()
         if not self.fh.closed:
             self.fh.close()
+
+    def received_at(self) -> list[float]:
+        """Epoch seconds at which the worker received each scoring task (from Celery's log)."""
+        import datetime as dt
+
+        pat = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] "
+                         r"Task verge\.score_chunk\[[^\]]+\] received")
+        return [dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                for m in pat.finditer(self.log.read_text(errors="replace"))]
 
     def chunk_seconds(self) -> list[tuple[int, float]]:
         """(images, seconds) of every chunk the worker logged."""

@@ -47,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--index", action="append", default=[], metavar="SQL",
                    help="extra CREATE INDEX statement run after loading (repeatable): try an index "
                         "on the throwaway database before proposing it for the schema")
+    p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="planner/server setting for the throwaway database (ALTER DATABASE ... SET), "
+                        "e.g. random_page_cost=1.1 (repeatable)")
     p.add_argument("--explain", action="store_true",
                    help="print EXPLAIN ANALYZE of the claim-next and post-label statements")
     return p.parse_args(argv)
@@ -299,6 +302,18 @@ def main(argv=None) -> None:
     from store.db import get_engine
 
     url = C.throwaway_database("store")
+    if args.setting:
+        from sqlalchemy.engine import make_url
+
+        db_name = make_url(url).database
+        with get_engine(url).connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for item in args.setting:
+                name, _, value = item.partition("=")
+                conn.execute(text(f'ALTER DATABASE "{db_name}" SET {name} = {value}'))
+                print(f"# setting for this database: {name} = {value}")
+        from store.db import dispose_engines
+
+        dispose_engines()  # new connections pick the settings up
     with get_engine(url).connect() as conn:
         version = conn.execute(text("SHOW server_version")).scalar()
     print(f"# Postgres {version}; throwaway database {url.rsplit('/', 1)[-1]}, migrations "

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
+from store.blobs import sha256_hex
 from store.db import session_scope
 from store.schema import Embedding, Image, Prediction, ReviewTask
 from tests.conftest import verge
@@ -122,3 +124,63 @@ def test_redis_postgres_the_shared_photos_and_a_live_head_switch(tmp_path, tiny_
         preds = s.scalars(select(Prediction).join(Image).where(Image.source_name.like("%fresh-%"))).all()
     assert len(preds) == 5
     assert all(p.model_version_id == status["head"]["id"] and 0 <= p.p_road <= 1 for p in preds)
+
+
+def test_an_image_whose_deliveries_keep_dying_ends_failed_instead_of_looping(settings, tiny_encoder):
+    """Each delivery counts an attempt before it starts; a delivery that finishes records a
+    prediction. An image with VERGE_MAX_ATTEMPTS unfinished deliveries behind it has killed its
+    worker that often: the next delivery records it as failed and scores the rest."""
+    import migrations
+    from sqlalchemy import update
+
+    from store import queries as q
+    from store.blobs import BlobStore
+    from workers.scoring import Scorer
+
+    url = settings.resolved_database_url
+    migrations.upgrade(url)
+    blobs = BlobStore(settings.resolved_blob_dir)
+    files = [(f"p{i}.jpg", blobs.put(jpeg_bytes(300 + i)), 1) for i in range(3)]
+    with session_scope(url) as s:
+        ids = q.register_images(s, None, files).image_ids
+        s.execute(update(Image).where(Image.id == ids[0]).values(attempts=settings.max_attempts))
+        s.execute(update(Image).where(Image.id == ids[1]).values(attempts=settings.max_attempts - 1))
+    report = Scorer(settings, encoder=tiny_encoder).score_chunk(ids)
+    assert (report.scored, report.failed) == (2, 1)
+    with session_scope(url) as s:
+        poison = s.get(Image, ids[0])
+        assert poison.status == "failed"
+        assert f"interrupted {settings.max_attempts} times" in poison.error and "VERGE_MAX_ATTEMPTS" in poison.error
+        assert s.get(Image, ids[1]).status == "scored"
+
+
+def test_the_malformed_corpus_through_the_command_line(tmp_path, tiny_env, settings, start_worker):
+    """The same ≥ 30-file corpus the web upload and API tests use, submitted with `verge submit`
+    (names that cannot be file names on disk -- with '/' -- are left to those tests)."""
+    from tests.corpus import upload_corpus
+
+    corpus = [(n, d, e) for n, d, e in upload_corpus(variant=7) if "/" not in n and n not in (".", "..")]
+    assert len(corpus) >= 30
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    paths = []
+    for name, data, _ in corpus:
+        (folder / name).write_bytes(data)
+        paths.append(str(folder / name))
+    start_worker(tiny_env)
+    st = json.loads(verge(tiny_env, "submit", *paths, "--batch", "corpus", "--wait", "--timeout", "300",
+                          "--json").stdout)["status"]
+    assert st["queued"] == 0 and st["scored"] + st["failed"] == st["total"]
+    reasons = {Path(f["name"]).name: f["reason"] for f in st["failures"]}
+    # identical bytes are one image, recorded in the batch under the first name they came with
+    first = {}
+    for name, data, _ in corpus:
+        first.setdefault(sha256_hex(data), name)
+    for name, data, expected in corpus:
+        recorded = first[sha256_hex(data)]
+        if expected == "scored":
+            assert recorded not in reasons, f"{name} failed: {reasons.get(recorded)}"
+        else:
+            word = expected.split(":", 1)[1]
+            assert word in reasons[recorded], f"{name}: {reasons[recorded]!r} lacks {word!r}"
+    assert all("\n" not in r for r in reasons.values())

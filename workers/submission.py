@@ -131,7 +131,7 @@ def check_broker(settings: Settings, timeout: float = 5.0) -> None:
         ) from None
 
 
-def enqueue(settings: Settings, image_ids: Sequence[int]) -> int:
+def enqueue(settings: Settings, image_ids: Sequence[int], batch_id: int | None = None) -> int:
     """Send scoring tasks of ``chunk_size`` images each and stamp the images' ``queued_at``."""
     from .tasks import score_chunk
 
@@ -144,8 +144,8 @@ def enqueue(settings: Settings, image_ids: Sequence[int]) -> int:
         for chunk in chunks:
             # a broker that blips (a Redis restart) is waited for, within reason; past that the
             # images stay `queued` in the database and `verge requeue` / beat's sweeper resends them
-            score_chunk.apply_async(args=[chunk], queue=settings.queue, producer=producer, retry=True,
-                                    retry_policy=PUBLISH_RETRY)
+            score_chunk.apply_async(args=[chunk], kwargs={"batch_id": batch_id}, queue=settings.queue,
+                                    producer=producer, retry=True, retry_policy=PUBLISH_RETRY)
     with session_scope(settings.resolved_database_url) as s:
         for chunk in chunks:
             s.execute(update(Image).where(Image.id.in_(chunk)).values(queued_at=q.utcnow()))
@@ -183,7 +183,7 @@ def submit_items(settings: Settings, items: Iterable[tuple[str, Callable[[], byt
         result.new += len(reg.new_ids)
         result.duplicates += len(files) - len(reg.new_ids)
         result.enqueued += len(reg.to_score)
-        result.chunks += enqueue(settings, reg.to_score)
+        result.chunks += enqueue(settings, reg.to_score, batch_id)
         if progress:
             progress(len(group))
     return result
@@ -224,7 +224,7 @@ def requeue(settings: Settings, batch_id: int | None = None, older_than_s: float
             cutoff = q.utcnow() - dt.timedelta(seconds=older_than_s)
             stmt = stmt.where((Image.queued_at.is_(None)) | (Image.queued_at < cutoff))
         ids = list(s.scalars(stmt.order_by(Image.id)))
-    enqueue(settings, ids)
+    enqueue(settings, ids, batch_id)
     return len(ids)
 
 

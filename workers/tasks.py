@@ -25,7 +25,7 @@ def _fresh_process(**_):
 
 
 @app.task(name="verge.score_chunk", bind=True)
-def score_chunk(self, image_ids: list[int]) -> dict:
+def score_chunk(self, image_ids: list[int], batch_id: int | None = None) -> dict:
     settings = settings_of(app)
     try:
         report = scorer_for(settings).score_chunk(image_ids)
@@ -33,13 +33,13 @@ def score_chunk(self, image_ids: list[int]) -> dict:
         # Exponential backoff with jitter; past the limit the task fails and its images stay
         # queued, where the beat sweeper finds them again (nothing is dropped).
         delay = min(120, 2 ** self.request.retries) * (0.5 + random.random())
-        log.warning("chunk of %d: transient failure (%s); retry %d in %.1fs (task %s, images %s-%s)",
+        log.warning("chunk of %d: transient failure (%s); retry %d in %.1fs (task %s, batch %s, images %s-%s)",
                     len(image_ids), type(exc).__name__, self.request.retries + 1, delay,
-                    self.request.id, min(image_ids, default=None), max(image_ids, default=None))
+                    self.request.id, batch_id, min(image_ids, default=None), max(image_ids, default=None))
         raise self.retry(exc=exc, countdown=delay, max_retries=settings.task_max_retries)
     log.info("chunk of %d: scored=%d failed=%d routed=%d skipped=%d embedded=%d in %.2fs "
-             "(task %s, images %s-%s)", len(image_ids), report.scored, report.failed, report.routed,
-             report.skipped, report.embedded, report.seconds, self.request.id,
+             "(task %s, batch %s, images %s-%s)", len(image_ids), report.scored, report.failed,
+             report.routed, report.skipped, report.embedded, report.seconds, self.request.id, batch_id,
              min(image_ids, default=None), max(image_ids, default=None))
     metrics.observe_chunk(report)
     return {"scored": report.scored, "failed": report.failed, "routed": report.routed,

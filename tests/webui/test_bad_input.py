@@ -124,7 +124,7 @@ def test_bad_input_through_the_web_and_the_api_ends_scored_or_failed(web_setting
     assert worker.proc.poll() is None
     assert "WorkerLostError" not in log and "exited with" not in log
     chunk_lines = re.findall(
-        r"chunk of \d+: scored=\d+ failed=\d+ .* \(task [0-9a-f-]{36}, images \d+-\d+\)", log)
+        r"chunk of \d+: scored=\d+ failed=\d+ .* \(task [0-9a-f-]{36}, batch \d+, images \d+-\d+\)", log)
     assert len(chunk_lines) >= 2, log[-3000:]
 
     # names were never used as paths: nothing was written under any of them

@@ -271,7 +271,7 @@ def private_queue(url: str, tag: str) -> tuple[str, str]:
     r.ping()
 
     def clean_redis_queue():
-        keys = list(r.scan_iter(match=f"{queue}*")) + [f"_kombu.binding.{queue}".encode()]
+        keys = list(r.scan_iter(match=f"{queue}*")) + list(r.scan_iter(match=f"_kombu.binding*.{queue}"))
         if keys:
             r.delete(*keys)
         for shared in r.scan_iter(match="_kombu.binding.*"):  # our node's pidbox/event bindings

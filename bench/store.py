@@ -286,6 +286,7 @@ def commit_floor(url: str, n: int = 50) -> list[float]:
 
 def _reviewer_process(job):
     url, iters, users = job
+    reviewer_loop(url, 3, users)  # this process's first connection and compiled statements
     return reviewer_loop(url, iters, users)
 
 

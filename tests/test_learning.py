@@ -175,6 +175,13 @@ def test_a_retrain_killed_mid_way_leaves_no_half_written_version_and_frees_the_l
     import time
 
     url = loop["url"]
+    # enough labels that training takes seconds, so the kill lands inside it
+    X, y = cluster_data(n_per_class=2000, seed=5)
+    with session_scope(url) as s:
+        ids = q.register_images(s, None, [(f"more-{i}.jpg", sha256_hex(f"more{i}".encode()), 1)
+                                          for i in range(len(y))], queue=False).image_ids
+        q.save_embeddings(s, KEY, dict(zip(ids, X)))
+        q.replace_source_labels(s, "training:/more", {iid: CLASSES[c] for iid, c in zip(ids, y)})
     env = {**os.environ, **tiny_env, "VERGE_RETRAIN_LOCK_TTL": "3"}
     proc = subprocess.Popen([sys.executable, "-m", "verge", "retrain"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -187,7 +194,7 @@ def test_a_retrain_killed_mid_way_leaves_no_half_written_version_and_frees_the_l
             break
         time.sleep(0.05)
     assert held, "the retrain never took its lock"
-    time.sleep(0.5)  # into the training loop
+    time.sleep(1.0)  # into the training loop
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with session_scope(url) as s:

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.verge-installed
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps demo test bench-throughput clean
+.PHONY: install system-deps demo test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

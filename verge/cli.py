@@ -483,9 +483,9 @@ def _after_activation(settings: Settings) -> str:
         check_broker(settings)
     except BrokerUnavailable as exc:
         return f"open review tasks not re-scored ({exc}); run `verge models rescore` later"
-    from workers.tasks import rescore_open
+    from workers.app import request_rescore
 
-    rescore_open.apply_async(queue=settings.queue)
+    request_rescore(settings)
     return "re-scoring open review tasks with the new head (a worker does it)"
 
 

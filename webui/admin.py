@@ -201,9 +201,9 @@ def _rescore() -> str | None:
 
     try:
         check_broker(settings())
-        from workers.tasks import rescore_open
+        from workers.app import request_rescore
 
-        rescore_open.apply_async(queue=settings().queue)
+        request_rescore(settings())
     except (BrokerUnavailable, OperationalError, OSError) as exc:
         return (f"open review tasks were not re-scored ({str(exc).splitlines()[0][:200]}); "
                 f"run `verge models rescore` once the broker is back")

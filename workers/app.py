@@ -15,6 +15,17 @@ from verge.settings import Settings, SettingsError
 
 app = Celery("verge", include=["workers.tasks"])
 
+# Task names, for senders that must not import workers.tasks (it loads torch and the model code)
+SCORE_CHUNK = "verge.score_chunk"
+RESCORE_OPEN = "verge.rescore_open"
+
+
+def request_rescore(settings: Settings) -> None:
+    """Ask a worker to re-score open review tasks with the active head."""
+    configure(settings)
+    app.send_task(RESCORE_OPEN, queue=settings.queue, retry=True,
+                  retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5})
+
 
 def broker_options(settings: Settings) -> tuple[str, dict]:
     if settings.embedded_broker:

@@ -22,7 +22,7 @@ from store.db import session_scope
 from store.schema import BatchImage, Image
 from verge.settings import Settings
 
-from .app import app, configure
+from .app import SCORE_CHUNK, app, configure
 from .errors import BrokerUnavailable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic",
@@ -133,8 +133,6 @@ def check_broker(settings: Settings, timeout: float = 5.0) -> None:
 
 def enqueue(settings: Settings, image_ids: Sequence[int], batch_id: int | None = None) -> int:
     """Send scoring tasks of ``chunk_size`` images each and stamp the images' ``queued_at``."""
-    from .tasks import score_chunk
-
     configure(settings)
     ids = list(image_ids)
     chunks = [ids[i:i + settings.chunk_size] for i in range(0, len(ids), settings.chunk_size)]
@@ -144,8 +142,9 @@ def enqueue(settings: Settings, image_ids: Sequence[int], batch_id: int | None =
         for chunk in chunks:
             # a broker that blips (a Redis restart) is waited for, within reason; past that the
             # images stay `queued` in the database and `verge requeue` / beat's sweeper resends them
-            score_chunk.apply_async(args=[chunk], kwargs={"batch_id": batch_id}, queue=settings.queue,
-                                    producer=producer, retry=True, retry_policy=PUBLISH_RETRY)
+            # sent by name: importing workers.tasks would load torch into every submitter
+            app.send_task(SCORE_CHUNK, args=[chunk], kwargs={"batch_id": batch_id}, queue=settings.queue,
+                          producer=producer, retry=True, retry_policy=PUBLISH_RETRY)
     with session_scope(settings.resolved_database_url) as s:
         for chunk in chunks:
             s.execute(update(Image).where(Image.id.in_(chunk)).values(queued_at=q.utcnow()))

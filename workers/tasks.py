@@ -10,7 +10,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from store.db import dispose_engines
 
 from . import metrics
-from .app import app, settings_of
+from .app import RESCORE_OPEN, SCORE_CHUNK, app, settings_of
 from .scoring import scorer_for
 
 log = logging.getLogger("verge.tasks")
@@ -24,7 +24,7 @@ def _fresh_process(**_):
     dispose_engines()  # connections must never be shared across a fork
 
 
-@app.task(name="verge.score_chunk", bind=True)
+@app.task(name=SCORE_CHUNK, bind=True)
 def score_chunk(self, image_ids: list[int], batch_id: int | None = None) -> dict:
     settings = settings_of(app)
     try:
@@ -62,7 +62,7 @@ def _warm_model(**_):
         log.exception("could not load the model at worker start")
 
 
-@app.task(name="verge.rescore_open")
+@app.task(name=RESCORE_OPEN)
 def rescore_open() -> dict:
     """After a promotion: open review tasks re-scored with the new head (workers hold the encoder
     whose text embeddings zero-shot needs)."""

@@ -206,6 +206,15 @@ def mark_failed(session: Session, errors: dict[int, str]) -> None:
             for iid, reason in errors.items()])
 
 
+def _insert_predictions(session: Session, predictions: list[dict], now) -> list[Prediction]:
+    """Prediction rows from the scorer's dicts (which also carry the routing ``priority``)."""
+    rows = [Prediction(**{k: v for k, v in p.items() if k != "priority"}, created_at=now)
+            for p in predictions]
+    session.add_all(rows)
+    session.flush()  # assigns ids (one multi-row INSERT ... RETURNING)
+    return rows
+
+
 def record_predictions(session: Session, predictions: list[dict], sizes: dict[int, tuple[int, int]]) -> int:
     """Insert predictions, open review tasks for routed ones, mark the images scored.
 
@@ -214,10 +223,7 @@ def record_predictions(session: Session, predictions: list[dict], sizes: dict[in
     if not predictions:
         return 0
     now = utcnow()
-    rows = [Prediction(**{k: v for k, v in p.items() if k != "priority"}, created_at=now)
-            for p in predictions]
-    session.add_all(rows)
-    session.flush()  # assigns ids (one multi-row INSERT ... RETURNING)
+    rows = _insert_predictions(session, predictions, now)
     routed = [(row, p["priority"]) for row, p in zip(rows, predictions) if row.routed]
     if routed:
         insert_ignore(session, ReviewTask, [  # the partial unique index keeps one open task per image
@@ -246,11 +252,7 @@ def apply_rescore(session: Session, predictions: list[dict], version_id: int) ->
     Returns the number of tasks resolved."""
     if not predictions:
         return 0
-    now = utcnow()
-    rows = [Prediction(**{k: v for k, v in p.items() if k != "priority"}, created_at=now)
-            for p in predictions]
-    session.add_all(rows)
-    session.flush()
+    rows = _insert_predictions(session, predictions, utcnow())
     by_image = {row.image_id: (row, p["priority"]) for row, p in zip(rows, predictions)}
     resolved = 0
     for task in session.scalars(select(ReviewTask).where(

@@ -6,32 +6,15 @@ import functools
 import io
 import os
 import re
-import socket
 import uuid
 from dataclasses import dataclass, field
 
 import pytest
 
-REQUIRE = os.environ.get("VERGE_REQUIRE_SERVICES") == "1"
+from tests.conftest import need, port_open  # one place decides skip vs fail
+
 PG_ADMIN = os.environ.get("VERGE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 PASSWORD = "correct horse battery"
-
-
-def need(what: str, available: bool, how: str) -> None:
-    """Skip with a reason when a service is absent; fail instead under VERGE_REQUIRE_SERVICES=1."""
-    if available:
-        return
-    if REQUIRE:
-        pytest.fail(f"{what} is required (VERGE_REQUIRE_SERVICES=1) but not available: {how}")
-    pytest.skip(f"{what} not available: {how}")
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def jpeg(color=(90, 140, 60), size=(64, 48)) -> bytes:

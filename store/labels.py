@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterator
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .queries import _chunks, unpack_vector
-from .schema import Batch, BatchImage, Embedding, Image, Label, ModelVersion, Prediction, User
+from .queries import _chunks
+from .schema import Batch, BatchImage, Image, Label, ModelVersion, Prediction, User
 
 TRAINING_PREFIX = "training:"
 
@@ -37,15 +37,6 @@ def consensus(session: Session) -> Consensus:
         out.labels[image_id] = ranked[0][0]
         if image_id in human:
             out.human.add(image_id)
-    return out
-
-
-def embeddings_for(session: Session, image_ids: Sequence[int], encoder: str) -> dict[int, "np.ndarray"]:
-    out = {}
-    for part in _chunks(list(image_ids)):
-        for iid, vec in session.execute(select(Embedding.image_id, Embedding.vector).where(
-                Embedding.encoder == encoder, Embedding.image_id.in_(part))):
-            out[iid] = unpack_vector(vec)
     return out
 
 

@@ -4,9 +4,8 @@ transaction, so a chunk's writes land together or not at all.
 """
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from sqlalchemy import func, select, update
@@ -328,15 +327,3 @@ def latest_predictions(session: Session, batch_id: int) -> list[tuple[BatchImage
          .where(BatchImage.batch_id == batch_id)
          .order_by(BatchImage.source_name))
     return list(session.execute(q).tuples())
-
-
-def since(seconds: float) -> dt.datetime:
-    return utcnow() - dt.timedelta(seconds=seconds)
-
-
-def labeled_training_set(session: Session, source: str, encoder: str) -> Iterable:
-    return session.execute(select(Label.image_id, Label.cls, Embedding.vector)
-                           .join(Embedding, (Embedding.image_id == Label.image_id)
-                                 & (Embedding.encoder == encoder))
-                           .where(Label.source == source)
-                           .order_by(Label.image_id))

@@ -476,16 +476,11 @@ def retrain(as_json, no_rescore):
 
 def _after_activation(settings: Settings) -> str:
     """Ask the workers to re-score open review tasks with the newly active head."""
-    from workers.errors import BrokerUnavailable
-    from workers.submission import check_broker
-
-    try:
-        check_broker(settings)
-    except BrokerUnavailable as exc:
-        return f"open review tasks not re-scored ({exc}); run `verge models rescore` later"
     from workers.app import request_rescore
 
-    request_rescore(settings)
+    problem = request_rescore(settings)
+    if problem:
+        return f"open review tasks not re-scored ({problem}); run `verge models rescore` later"
     return "re-scoring open review tasks with the new head (a worker does it)"
 
 

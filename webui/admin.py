@@ -194,18 +194,11 @@ def model(version_id: int):
 def _rescore() -> str | None:
     """Ask the workers to re-score open review tasks with the head now active; a broker that is
     down is reported (the switch itself is done), never raised."""
-    from kombu.exceptions import OperationalError
+    from workers.app import request_rescore
 
-    from workers.errors import BrokerUnavailable
-    from workers.submission import check_broker
-
-    try:
-        check_broker(settings())
-        from workers.app import request_rescore
-
-        request_rescore(settings())
-    except (BrokerUnavailable, OperationalError, OSError) as exc:
-        return (f"open review tasks were not re-scored ({str(exc).splitlines()[0][:200]}); "
+    problem = request_rescore(settings())
+    if problem:
+        return (f"open review tasks were not re-scored ({problem}); "
                 f"run `verge models rescore` once the broker is back")
     return None
 

@@ -13,6 +13,8 @@ from celery.schedules import crontab
 
 from verge.settings import Settings, SettingsError
 
+from .errors import BrokerUnavailable
+
 app = Celery("verge", include=["workers.tasks"])
 
 # Task names, for senders that must not import workers.tasks (it loads torch and the model code)
@@ -20,11 +22,20 @@ SCORE_CHUNK = "verge.score_chunk"
 RESCORE_OPEN = "verge.rescore_open"
 
 
-def request_rescore(settings: Settings) -> None:
-    """Ask a worker to re-score open review tasks with the active head."""
-    configure(settings)
-    app.send_task(RESCORE_OPEN, queue=settings.queue, retry=True,
-                  retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5})
+def request_rescore(settings: Settings) -> str | None:
+    """Ask a worker to re-score open review tasks with the active head. Returns None, or why the
+    request could not be sent (the broker is down): callers report it, the switch stands."""
+    from kombu.exceptions import OperationalError
+
+    from .submission import check_broker
+
+    try:
+        check_broker(settings)
+        app.send_task(RESCORE_OPEN, queue=settings.queue, retry=True,
+                      retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5})
+    except (BrokerUnavailable, OperationalError, OSError) as exc:
+        return str(exc).splitlines()[0][:200]
+    return None
 
 
 def broker_options(settings: Settings) -> tuple[str, dict]:

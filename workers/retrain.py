@@ -75,7 +75,7 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
     with locks.held(url, "retrain", settings.retrain_lock_ttl) as lease:
         with session_scope(url) as s:
             agreed = labels_q.consensus(s)
-            vectors = labels_q.embeddings_for(s, list(agreed.labels), encoder_key)
+            vectors = q.stored_embeddings(s, list(agreed.labels), encoder_key)
             shas = q.hashes_by_id(s, list(vectors))
             active = q.active_model(s)
             active_info = (active.id, active.path, active.encoder) if active else None

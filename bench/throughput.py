@@ -63,6 +63,12 @@ def parse_args(argv=None):
     p.add_argument("--loader-workers", type=int, default=None,
                    help="DataLoader workers of the idiomatic loop (b) (default half the cores, "
                         "1..8, on CPU; min(16, cores) on CUDA)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="pool processes of the `verge worker` in (d) (default 1 on CPU, 2 on CUDA: "
+                        "one process writes a chunk to the database while the other computes)")
+    p.add_argument("--gpu-decode", default="nvjpeg",
+                   help="VERGE_GPU_DECODE for (d) on CUDA: nvjpeg, resize or off; a comma list runs "
+                        "(d) once per mode (the first one goes into the ratios)")
     p.add_argument("--seed-n", type=int, default=4, help="images for the seed's approach (c)")
     p.add_argument("--embedded", action="store_true",
                    help="(d) with the filesystem broker + SQLite instead of Redis + Postgres")
@@ -79,6 +85,10 @@ def parse_args(argv=None):
     a.chunk = a.chunk or max(64, 2 * a.batch)
     cores = os.cpu_count() or 1
     a.decode_threads = a.decode_threads or (min(16, cores) if cuda else 4)
+    a.concurrency = a.concurrency or (2 if cuda else 1)
+    a.gpu_decode = [m.strip() for m in a.gpu_decode.split(",") if m.strip()] if cuda else ["off"]
+    if not a.gpu_decode or set(a.gpu_decode) - {"nvjpeg", "resize", "off"}:
+        p.error("--gpu-decode takes nvjpeg, resize and/or off")
     a.loader_workers = (a.loader_workers if a.loader_workers is not None
                         else min(16, cores) if cuda else max(1, min(8, cores // 2)))
     return a
@@ -137,6 +147,8 @@ def decode_capacity(args, enc, files) -> float:
     worker process can feed its model, whatever the device."""
     from concurrent.futures import ThreadPoolExecutor
 
+    import torch
+
     from models.images import decode_image
 
     # copy k comes from photo k mod 153: the first 153 copies are every photo once (the small
@@ -154,6 +166,45 @@ def decode_capacity(args, enc, files) -> float:
     rate = len(sample) / dt
     print(f"    decode + preprocess alone (verge's decode_image with draft, {args.decode_threads} "
           f"threads, no model): {rate:.1f} img/s ({len(sample)} images)", flush=True)
+    if args.cuda:
+        # a CUDA worker runs torch with one intra-op thread (workers/scoring.py): the same here
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        with ThreadPoolExecutor(args.decode_threads) as pool:
+            t0 = time.perf_counter()
+            for _ in pool.map(prep, sample):
+                pass
+            dt = time.perf_counter() - t0
+        print(f"    the same with 1 torch intra-op thread (as a CUDA worker runs): "
+              f"{len(sample) / dt:.1f} img/s", flush=True)
+        # VERGE_GPU_DECODE=resize leaves only this on the CPU
+        with ThreadPoolExecutor(args.decode_threads) as pool:
+            t0 = time.perf_counter()
+            for _ in pool.map(lambda p: decode_image(p.read_bytes(), target=enc.image_size), sample):
+                pass
+            dt = time.perf_counter() - t0
+        print(f"    decode alone (decode_image with draft, {args.decode_threads} threads): "
+              f"{len(sample) / dt:.1f} img/s", flush=True)
+        if enc.device_preprocessor is not None:
+            # what VERGE_GPU_DECODE=nvjpeg does instead for plain JPEGs: nvJPEG + resize on the device
+            dev = enc.device_preprocessor
+            datas = [p.read_bytes() for p in files[:max(args.batch * 4, 1024)]]
+            for _ in range(2):  # warm-up: nvJPEG handles, kernels
+                [dev.prepare(x) for x in dev.decode(datas[:args.batch])]
+            sync(enc.device)
+            t_dec = t_prep = 0.0
+            for i in range(0, len(datas), args.batch):
+                t0 = time.perf_counter()
+                decoded = dev.decode(datas[i:i + args.batch])
+                sync(enc.device)
+                t1 = time.perf_counter()
+                torch.stack([dev.prepare(x) for x in decoded])
+                sync(enc.device)
+                t_dec, t_prep = t_dec + t1 - t0, t_prep + time.perf_counter() - t1
+            print(f"    nvJPEG decode on the device alone (batch {args.batch}): "
+                  f"{len(datas) / t_dec:.1f} img/s; resize + normalise on the device: "
+                  f"{len(datas) / t_prep:.1f} img/s ({len(datas)} images, bytes in memory)", flush=True)
+        torch.set_num_threads(threads_before)
     return rate
 
 
@@ -254,7 +305,7 @@ def part_c(args, files, head_path: Path) -> float:
 
 
 # --------------------------------------------------------------------------- (d) verge
-def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int) -> float:
+def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decode: str = "off") -> float:
     import migrations
 
     embedded = args.embedded
@@ -262,11 +313,12 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int) -> float:
         print("# (d): Redis or Postgres not reachable at their defaults: using the embedded "
               "broker (filesystem) + SQLite", flush=True)
         embedded = True
-    data = work / "var"
+    data = work / f"var-{gpu_decode}"
     data.mkdir()
     env = {"VERGE_DATA_DIR": data, "VERGE_ENCODER": args.encoder, "VERGE_PRETRAINED": args.pretrained,
            "VERGE_DEVICE": args.device, "VERGE_BATCH_SIZE": args.batch,
-           "VERGE_CHUNK_SIZE": args.chunk, "VERGE_DECODE_THREADS": args.decode_threads}
+           "VERGE_CHUNK_SIZE": args.chunk, "VERGE_DECODE_THREADS": args.decode_threads,
+           "VERGE_GPU_DECODE": gpu_decode}
     if embedded:
         url = f"sqlite:///{(data / 'verge.db').resolve()}"
         queue, node = f"bench-{os.getpid()}", f"bench-{os.getpid()}@localhost"
@@ -282,7 +334,7 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int) -> float:
     migrations.upgrade(url)
     C.activate_random_head(url, args.encoder, args.pretrained, dim, data / "models")
     t_start = time.perf_counter()
-    worker = C.Worker(env, work / "worker.log", node)
+    worker = C.Worker(env, work / "worker.log", node, concurrency=args.concurrency)
     # Warm-up batch: the worker process loads its model at start, and its first chunk opens
     # connections and loads the head; (b) likewise ran on a loaded model.
     C.verge(env, "submit", str(warm_dir), "--batch", "warmup", "--json")
@@ -329,8 +381,11 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int) -> float:
     in_chunks = sum(s for _, s in chunks)
     worker.stop()
     rate = n / dt
-    print(f"(d) verge end to end ({where}; `verge submit` -> 1 `verge worker` process, batch "
-          f"{args.batch}, chunk {args.chunk}, {args.decode_threads} decode threads): {rate:.1f} img/s "
+    procs = "1 `verge worker` process" + (f" with {args.concurrency} pool processes"
+                                          if args.concurrency > 1 else "")
+    mode = f", VERGE_GPU_DECODE={gpu_decode}" if args.cuda else ""
+    print(f"(d) verge end to end ({where}; `verge submit` -> {procs}, batch "
+          f"{args.batch}, chunk {args.chunk}, {args.decode_threads} decode threads{mode}): {rate:.1f} img/s "
           f"({n} images in {dt:.1f} s)", flush=True)
     print(f"    of which: `verge submit` ran {submit_s:.1f} s ({n / submit_s:.0f} files/s incl. "
           f"CLI start; {submitted['chunks']} tasks; the first reached the worker after "
@@ -354,7 +409,8 @@ def main(argv=None) -> None:
         raise SystemExit("bench: --device cuda was asked for but torch sees no CUDA device")
     print(f"# load average at the start: {C.load()}", flush=True)
     work = C.temp_dir("verge-bench-tp-")
-    n_warm = max(8, min(args.chunk, 64))
+    # the warm-up batch must reach every pool process of (d)'s worker (one chunk each)
+    n_warm = max(8, min(args.chunk, 64)) if args.concurrency == 1 else args.chunk * args.concurrency
     files = C.make_copies(args.n + n_warm, work / "all", C.photos_dir(args.photos))
     main_dir, warm_dir = work / "main", work / "warm"
     main_dir.mkdir()
@@ -386,7 +442,9 @@ def main(argv=None) -> None:
         rates["c"] = part_c(args, main_files, head_path)
         gc.collect()
     if "d" in args.only:
-        rates["d"] = part_d(args, main_dir, warm_dir, work, dim)
+        for i, mode in enumerate(args.gpu_decode):
+            rate = part_d(args, main_dir, warm_dir, work, dim, mode)
+            rates.setdefault("d", rate)
 
     print(f"# load average at the end: {C.load()} (other processes on this machine slow every part)")
 

@@ -7,6 +7,7 @@ encoders can never be mixed up.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -89,6 +90,15 @@ class Encoder:
     def key(self) -> str:
         return self.spec.key
 
+    @functools.cached_property
+    def device_preprocessor(self):
+        """JPEG decode + preprocess on this encoder's device, or None where the model's
+        transform has a step ``models.device_decode`` does not reproduce."""
+        from .device_decode import DevicePreprocessor, transform_of
+
+        t = transform_of(self.preprocess)
+        return DevicePreprocessor(t, self.device) if t else None
+
     def _normalise(self, feats: torch.Tensor) -> np.ndarray:
         feats = feats.float()
         feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -99,9 +109,27 @@ class Encoder:
         """Encode preprocessed pixels (n, 3, S, S); returns (n, d) unit vectors."""
         if pixels.shape[0] == 0:
             return np.zeros((0, self.embedding_dim), np.float32)
+        if self.device.type == "cuda" and pixels.device.type == "cpu":
+            pixels = pixels.pin_memory()  # else non_blocking is a synchronous pageable copy
         pixels = pixels.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self._autocast):
             return self._normalise(self.model.encode_image(pixels))
+
+    def warm_up(self, batch_size: int) -> None:
+        """On CUDA, run one full batch (and the JPEG decoder) so the first chunk does not pay
+        for library initialisation and kernel selection. On a CPU there is nothing to gain."""
+        if self.device.type != "cuda":
+            return
+        self.encode_batch(torch.zeros(batch_size, 3, self.image_size, self.image_size))
+        if self.device_preprocessor is not None:
+            import io
+
+            from PIL import Image
+
+            buf = io.BytesIO()
+            Image.new("RGB", (self.image_size, self.image_size)).save(buf, "JPEG")
+            self.device_preprocessor.decode([buf.getvalue()])
+        torch.cuda.synchronize(self.device)
 
     def encode_images(self, images: Sequence, batch_size: int = 32) -> np.ndarray:
         """Encode PIL RGB images in batches of ``batch_size``."""

@@ -64,13 +64,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def decode_image(data: bytes, max_pixels: int = 100_000_000, target: int | None = None) -> Image.Image:
-    """Decode ``data`` into an RGB image.
-
-    ``target`` is the model's input size: large JPEGs are decoded at a reduced scale (libjpeg's
-    DCT scaling via ``draft``) that still covers it, which is several times faster than decoding
-    every pixel only to throw most away.
-    """
+def open_checked(data: bytes, max_pixels: int = 100_000_000) -> Image.Image:
+    """Read only the header: a lazy image whose format is known and whose size is within the
+    limit, or ImageDecodeError with the reason. No pixel is decoded yet."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
@@ -86,6 +82,29 @@ def decode_image(data: bytes, max_pixels: int = 100_000_000, target: int | None 
         raise ImageDecodeError(
             f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels} "
             f"(VERGE_MAX_IMAGE_PIXELS)")
+    return img
+
+
+def display_size(header: Image.Image) -> tuple[int, int]:
+    """(width, height) as the image is shown: full resolution, EXIF rotation applied. A decoded
+    image can be smaller (JPEG draft), so sizes are recorded from the header."""
+    width, height = header.size
+    try:
+        rotated = header.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:  # a broken EXIF block: the decoder ignores it too
+        rotated = False
+    return (height, width) if rotated else (width, height)
+
+
+def decode_image(data: bytes, max_pixels: int = 100_000_000, target: int | None = None) -> Image.Image:
+    """Decode ``data`` into an RGB image.
+
+    ``target`` is the model's input size: large JPEGs are decoded at a reduced scale (libjpeg's
+    DCT scaling via ``draft``) that still covers it, which is several times faster than decoding
+    every pixel only to throw most away.
+    """
+    img = open_checked(data, max_pixels)
+    width, height = img.size
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # animations: the first frame stands for the file

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import os
 import re
-import tempfile
+import threading
 from pathlib import Path
 
 _KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -27,6 +27,7 @@ def sha256_hex(data: bytes) -> str:
 class BlobStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
+        self._dirs: set[Path] = set()  # fan-out folders known to exist
 
     def path_for(self, key: str) -> Path:
         if not _KEY.match(key or ""):
@@ -36,12 +37,18 @@ class BlobStore:
     def put(self, data: bytes) -> str:
         key = sha256_hex(data)
         path = self.path_for(key)
-        if path.exists() and path.stat().st_size == len(data):
-            return key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
         try:
-            with os.fdopen(fd, "wb") as f:
+            if path.stat().st_size == len(data):
+                return key
+        except FileNotFoundError:
+            pass
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
+        # a name no other writer uses (process, thread, content): no mkstemp retry loop needed
+        tmp = path.parent / f".incoming-{os.getpid()}-{threading.get_ident()}-{key[:16]}"
+        try:
+            with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
         except BaseException:

@@ -35,9 +35,9 @@ def insert_ignore(session: Session, model, rows: list[dict]) -> None:
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - verge supports the two
         raise RuntimeError(f"unsupported database dialect {dialect}")
-    per = max(1, _IN_CHUNK // max(1, len(rows[0])))
-    for part in _chunks(rows, per):
-        session.execute(insert(model).values(part).on_conflict_do_nothing())
+    # Core executemany: one cached statement (SQLAlchemy batches the rows into multi-row
+    # INSERTs on Postgres), instead of compiling a new VALUES list for every call
+    session.connection().execute(insert(model.__table__).on_conflict_do_nothing(), rows)
 
 
 # --------------------------------------------------------------------------- batches & images

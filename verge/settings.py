@@ -75,6 +75,13 @@ def _device(raw: str) -> str:
     return value
 
 
+def _gpu_decode(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("nvjpeg", "resize", "off"):
+        raise ValueError("must be nvjpeg, resize or off")
+    return value
+
+
 def _bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -148,6 +155,11 @@ class Settings:
     decode_threads: int = _setting(
         "VERGE_DECODE_THREADS", 4, _positive_int,
         "Threads that decode and preprocess images while the model runs.")
+    gpu_decode: str = _setting(
+        "VERGE_GPU_DECODE", "nvjpeg", _gpu_decode,
+        "Image work on a CUDA worker: `nvjpeg` (plain JPEGs decoded by nvJPEG; every image resized "
+        "on the GPU), `resize` (Pillow decodes, the GPU resizes) or `off` (all on the CPU). "
+        "CPU workers ignore it.")
     max_image_pixels: int = _setting(
         "VERGE_MAX_IMAGE_PIXELS", 100_000_000, _positive_int,
         "Larger images are recorded as failed instead of decoded (decompression-bomb guard).")

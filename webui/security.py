@@ -2,6 +2,7 @@
 keep browsers strict. Nothing here touches the database."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -12,8 +13,13 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 TOKEN_PREFIX = "vrg_"
 MIN_PASSWORD = 8
-# A hash to compare against when the user does not exist, so both cases cost the same time.
-_DUMMY_HASH = generate_password_hash("not a real password, only a timing guard")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to compare against when the user does not exist, so both cases cost the same
+    time. Made on first use: every `verge` command imports this module, few check a password."""
+    return generate_password_hash("not a real password, only a timing guard")
 
 
 def hash_password(password: str) -> str:
@@ -24,7 +30,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     if not password_hash:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_hash(), password)
         return False
     return check_password_hash(password_hash, password)
 

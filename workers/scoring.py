@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import torch
 from sqlalchemy.exc import IntegrityError
 
 from models.encoder import Encoder, EncoderSpec, load_encoder
@@ -51,6 +52,11 @@ class Scorer:
         self.settings = settings
         self.encoder = encoder or load_encoder(EncoderSpec(settings.encoder, settings.pretrained),
                                                settings.device)
+        if self.encoder.device.type == "cuda":
+            # The model runs on the GPU; torch's CPU work here is the decode threads' small
+            # tensors, where intra-op threads only make VERGE_DECODE_THREADS x cores threads fight
+            # over the cores (bench/README.md: 3-4x slower decode on 16 cores).
+            torch.set_num_threads(1)
         # field/road with the seed's captions; the third caption joins for the three-class phase
         self.zero_shot: ZeroShot = zero_shot_for(self.encoder, settings.captions[:2], CLASSES[:2])
         self.zero_shot3: ZeroShot = zero_shot_for(
@@ -76,7 +82,8 @@ class Scorer:
         keys = {im.id: im.storage_key for im in images if im.id not in vectors}
         done = embed_keys(self.encoder, list(keys), lambda iid: self.blobs.get(keys[iid]),
                           batch_size=self.settings.batch_size, threads=self.settings.decode_threads,
-                          max_pixels=self.settings.max_image_pixels)
+                          max_pixels=self.settings.max_image_pixels,
+                          device_decode=self.settings.gpu_decode if self.encoder.device.type == "cuda" else "off")
         return vectors, done
 
     def score_chunk(self, image_ids: list[int]) -> ChunkReport:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -28,6 +29,7 @@ from .errors import BrokerUnavailable
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic",
                   ".heif", ".avif", ".jfif", ".ppm", ".pgm", ".pbm"}
 GROUP = 256  # files per registration transaction: bounded memory however large the submission
+STORE_THREADS = max(4, min(8, os.cpu_count() or 1))  # readers/hashers of submitted files (IO-bound)
 PUBLISH_RETRY = {"max_retries": 20, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 3.0}
 
 
@@ -155,7 +157,11 @@ def submit_items(settings: Settings, items: Iterable[tuple[str, Callable[[], byt
                  source: str = "cli", progress: Callable[[int], None] | None = None,
                  skipped: Sequence = ()) -> SubmitResult:
     """Submit (name, read-bytes) pairs as one batch. Unreadable or oversized files are reported
-    in ``skipped`` and the rest go on."""
+    in ``skipped`` and the rest go on.
+
+    Files are read, hashed and stored by a few threads (hashlib and file IO release the GIL) one
+    group ahead of the group being registered and enqueued, so workers get their first chunk
+    after one group and a large submission keeps pace with a GPU worker."""
     check_broker(settings)
     blobs = BlobStore(settings.resolved_blob_dir)
     url = settings.resolved_database_url
@@ -163,19 +169,24 @@ def submit_items(settings: Settings, items: Iterable[tuple[str, Callable[[], byt
     with session_scope(url) as s:
         batch_id = q.get_or_create_batch(s, name, source)
     result = SubmitResult(batch_id, name, skipped=list(skipped))
-    for group in _groups(items, GROUP):
+
+    def store(item):
+        item_name, read = item
+        try:
+            data = read()
+        except OSError as exc:
+            return item_name, None, f"could not read: {exc.strerror or exc}"
+        if len(data) > settings.max_file_bytes:
+            return item_name, None, f"{len(data)} bytes exceeds VERGE_MAX_FILE_BYTES={settings.max_file_bytes}"
+        return item_name, (blobs.put(data), len(data)), None
+
+    def register(stored):
         files = []
-        for item_name, read in group:
-            try:
-                data = read()
-            except OSError as exc:
-                result.skipped.append((item_name, f"could not read: {exc.strerror or exc}"))
-                continue
-            if len(data) > settings.max_file_bytes:
-                result.skipped.append((item_name, f"{len(data)} bytes exceeds VERGE_MAX_FILE_BYTES="
-                                                  f"{settings.max_file_bytes}"))
-                continue
-            files.append((item_name, blobs.put(data), len(data)))
+        for item_name, blob, problem in stored:
+            if problem:
+                result.skipped.append((item_name, problem))
+            else:
+                files.append((item_name, *blob))
         with session_scope(url) as s:
             reg = q.register_images(s, batch_id, files, queue=True)
         result.submitted += len(files)
@@ -184,7 +195,19 @@ def submit_items(settings: Settings, items: Iterable[tuple[str, Callable[[], byt
         result.enqueued += len(reg.to_score)
         result.chunks += enqueue(settings, reg.to_score, batch_id)
         if progress:
-            progress(len(group))
+            progress(len(stored))
+
+    # whole chunks per group (a group's images are enqueued together)
+    group_size = max(GROUP, settings.chunk_size)
+    with ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="verge-submit") as pool:
+        ahead = None
+        for group in _groups(items, group_size):
+            futures = [pool.submit(store, item) for item in group]
+            if ahead is not None:
+                register([f.result() for f in ahead])
+            ahead = futures
+        if ahead is not None:
+            register([f.result() for f in ahead])
     return result
 
 

@@ -57,7 +57,8 @@ def requeue_stalled() -> int:
 def _warm_model(**_):
     """Load the model when the process starts, not inside the first chunk."""
     try:
-        scorer_for(settings_of(app))
+        settings = settings_of(app)
+        scorer_for(settings).encoder.warm_up(settings.batch_size)
     except Exception:  # the first task reports it; a worker process must not die at boot
         log.exception("could not load the model at worker start")
 

@@ -95,7 +95,8 @@ def train_binary_files(settings: Settings, files: list[tuple[Path, str]], source
     bar = progress_factory(len(missing)) if progress_factory and missing else None
     done = embed_keys(encoder, missing, lambda iid: blobs.get(sha_of[iid]),
                       batch_size=settings.batch_size, threads=settings.decode_threads,
-                      max_pixels=settings.max_image_pixels, on_progress=bar.update if bar else None)
+                      max_pixels=settings.max_image_pixels, on_progress=bar.update if bar else None,
+                      device_decode=settings.gpu_decode if encoder.device.type == "cuda" else "off")
     if bar:
         bar.close()
     with session_scope(url) as s:

@@ -167,16 +167,6 @@ def decode_capacity(args, enc, files) -> float:
     print(f"    decode + preprocess alone (verge's decode_image with draft, {args.decode_threads} "
           f"threads, no model): {rate:.1f} img/s ({len(sample)} images)", flush=True)
     if args.cuda:
-        # a CUDA worker runs torch with one intra-op thread (workers/scoring.py): the same here
-        threads_before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        with ThreadPoolExecutor(args.decode_threads) as pool:
-            t0 = time.perf_counter()
-            for _ in pool.map(prep, sample):
-                pass
-            dt = time.perf_counter() - t0
-        print(f"    the same with 1 torch intra-op thread (as a CUDA worker runs): "
-              f"{len(sample) / dt:.1f} img/s", flush=True)
         # VERGE_GPU_DECODE=resize leaves only this on the CPU
         with ThreadPoolExecutor(args.decode_threads) as pool:
             t0 = time.perf_counter()
@@ -204,7 +194,6 @@ def decode_capacity(args, enc, files) -> float:
             print(f"    nvJPEG decode on the device alone (batch {args.batch}): "
                   f"{len(datas) / t_dec:.1f} img/s; resize + normalise on the device: "
                   f"{len(datas) / t_prep:.1f} img/s ({len(datas)} images, bytes in memory)", flush=True)
-        torch.set_num_threads(threads_before)
     return rate
 
 

@@ -175,26 +175,27 @@ def test_a_retrain_killed_mid_way_leaves_no_half_written_version_and_frees_the_l
     import time
 
     url = loop["url"]
-    # enough labels that training takes seconds, so the kill lands inside it
+    # enough labels for a real training run (its first epoch is where the kill lands)
     X, y = cluster_data(n_per_class=2000, seed=5)
     with session_scope(url) as s:
         ids = q.register_images(s, None, [(f"more-{i}.jpg", sha256_hex(f"more{i}".encode()), 1)
                                           for i in range(len(y))], queue=False).image_ids
         q.save_embeddings(s, KEY, dict(zip(ids, X)))
         q.replace_source_labels(s, "training:/more", {iid: CLASSES[c] for iid, c in zip(ids, y)})
-    env = {**os.environ, **tiny_env, "VERGE_RETRAIN_LOCK_TTL": "3"}
+    env = {**os.environ, **tiny_env, "VERGE_RETRAIN_LOCK_TTL": "3", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "verge", "retrain"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    held = False
-    while time.monotonic() < deadline and proc.poll() is None:
-        with session_scope(url) as s:
-            held = s.get(JobLock, "retrain") is not None
-        if held:
+    # `verge retrain` prints a line per epoch and writes the version only after the last one (at
+    # least 7: patience 6), so its first epoch line means "inside training" on any machine; a
+    # fixed sleep after the lock was taken let a quiet machine finish training first
+    lines = []
+    for line in proc.stdout:  # one line at a time; ends when the process does
+        lines.append(line)
+        if line.startswith("epoch 1:"):
             break
-        time.sleep(0.05)
-    assert held, "the retrain never took its lock"
-    time.sleep(1.0)  # into the training loop
+    assert lines and lines[-1].startswith("epoch 1:"), "no epoch line from the retrain:\n" + "".join(lines)
+    with session_scope(url) as s:
+        assert s.get(JobLock, "retrain") is not None, "the retrain trains without its lock"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with session_scope(url) as s:

@@ -10,7 +10,8 @@
    metrics and curves (database + TensorBoard); promote it only if it beats the active head by
    the margin, otherwise keep it as a candidate with the reason.
 5. Out-of-fold predictions over the labeled set: training-folder labels that the model
-   confidently rejects are routed to review as ``suspect_label``.
+   confidently rejects are routed to review as ``suspect_label`` (skipped when every label came
+   from people: theirs are never flagged).
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from sqlalchemy import select
 from models.encoder import EncoderSpec
 from models.heads import THREE_CLASS, THREE_CLASSES, load_head, save_head
 from models.metrics import classification_metrics
-from models.training import RETRAIN_RECIPE, Recipe, out_of_fold_probs, train_head
+from models.training import (RETRAIN_RECIPE, Recipe, TrainResult, batch_size_for, out_of_fold_probs,
+                             train_head)
 from store import labels as labels_q
 from store import locks
 from store import queries as q
@@ -133,18 +135,24 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
             out.version_id, out.promoted = mv.id, promote
         write_tensorboard(settings, out.version_id, result.history, cand)
         if find_suspects:
-            out.suspects = flag_suspects(settings, ids, X, y, agreed, encoder_key, recipe)
+            out.suspects = flag_suspects(settings, ids, X, y, agreed, encoder_key, recipe, result)
     log.info("retrain (%s): version %s %s: %s", trigger, out.version_id,
              "promoted" if out.promoted else "kept as candidate", out.reason)
     return out
 
 
-def flag_suspects(settings: Settings, ids, X, y, agreed, encoder_key: str, recipe: Recipe) -> int:
+def flag_suspects(settings: Settings, ids, X, y, agreed, encoder_key: str, recipe: Recipe,
+                  candidate: TrainResult | None = None) -> int:
     """Route training-folder labels the model confidently rejects (out-of-fold) to people."""
-    if len(ids) < 10:
-        return 0
-    fast = replace(recipe, epochs=min(recipe.epochs, 15))
-    oof = out_of_fold_probs(THREE_CLASS, X, y, encoder_key, fast, folds=5)
+    if len(ids) < 10 or all(iid in agreed.human for iid in ids):
+        return 0  # only labels from training folders are ever flagged: no need to train 5 folds
+    epochs = min(recipe.epochs, 15)
+    if candidate and candidate.best_epoch and batch_size_for(recipe, len(ids) * 4 // 5) > recipe.batch_size:
+        # A large label set: the candidate's early stopping, judged on thousands of validation
+        # labels, says how many epochs this data wants (1-3 at 100k labels); folds trained to 15
+        # took minutes there and grew more confident on ambiguous images (bench/retrain.py).
+        epochs = min(epochs, candidate.best_epoch)
+    oof = out_of_fold_probs(THREE_CLASS, X, y, encoder_key, replace(recipe, epochs=epochs), folds=5)
     suspects = {}
     for i, iid in enumerate(ids):
         if iid in agreed.human:

@@ -16,7 +16,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import torch
 from sqlalchemy.exc import IntegrityError
 
 from models.encoder import Encoder, EncoderSpec, load_encoder
@@ -52,11 +51,6 @@ class Scorer:
         self.settings = settings
         self.encoder = encoder or load_encoder(EncoderSpec(settings.encoder, settings.pretrained),
                                                settings.device)
-        if self.encoder.device.type == "cuda":
-            # The model runs on the GPU; torch's CPU work here is the decode threads' small
-            # tensors, where intra-op threads only make VERGE_DECODE_THREADS x cores threads fight
-            # over the cores (bench/README.md: 3-4x slower decode on 16 cores).
-            torch.set_num_threads(1)
         # field/road with the seed's captions; the third caption joins for the three-class phase
         self.zero_shot: ZeroShot = zero_shot_for(self.encoder, settings.captions[:2], CLASSES[:2])
         self.zero_shot3: ZeroShot = zero_shot_for(

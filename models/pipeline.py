@@ -134,6 +134,7 @@ def embed_keys(
             on_progress(len(batch))
 
     window = max(2 * batch_size, threads * 2)
+    min_batch = max(1, batch_size // 8)
     pool = _pool(threads)
     pending: deque = deque()
     batch: list = []
@@ -156,7 +157,10 @@ def embed_keys(
                 continue
             out.sizes[key] = size
             batch.append((key, pixels))
-            if len(batch) == batch_size:
+            # Full batches, except that the model never idles waiting for decodes while it
+            # holds a few images (a chunk's first batch): on a CPU a small batch costs no more
+            # per image, and on a GPU an idle model is the bigger waste.
+            if len(batch) == batch_size or (len(batch) >= min_batch and pending and not pending[0].done()):
                 flush(batch)
                 batch = []
         flush(batch)

@@ -174,7 +174,8 @@ class Settings:
         "Share of confidently scored images routed anyway as `audit` (picked from the image hash).")
     worker_concurrency: int = _setting(
         "VERGE_WORKER_CONCURRENCY", 1, _positive_int,
-        "Worker processes per `verge worker` (one per GPU; on CPU one uses all cores).")
+        "Pool processes per `verge worker`. On a CPU one uses all cores; a GPU needs several "
+        "(8 on a 16-core H200 machine) so that CPU decoding and database writes keep it fed.")
     worker_metrics_port: int = _setting(
         "VERGE_WORKER_METRICS_PORT", 0, _port_or_off,
         "Port where `verge worker` serves Prometheus metrics (chunk durations, images scored and "

@@ -33,10 +33,12 @@ def busy_child(worker_pid: int) -> psutil.Process | None:
 @pytest.mark.slow
 def test_killing_workers_mid_chunk_loses_nothing_and_scores_nothing_twice(
         tmp_path, tiny_env, pg_url, redis_url, start_worker):
-    n, kills_wanted = 2000, 20
+    n, kills_wanted = 2500, 20
+    # One decode thread keeps the tiny model's worker slow enough that 20 kills (each followed by
+    # a second for the parent to fork a fresh child) land before the queue runs dry.
     env = {**tiny_env, "VERGE_DATABASE_URL": pg_url, "VERGE_BROKER_URL": redis_url,
            "VERGE_QUEUE": f"verge-kill-{uuid.uuid4().hex[:8]}", "VERGE_CHUNK_SIZE": "20",
-           "VERGE_VISIBILITY_TIMEOUT": "30", "VERGE_MAX_ATTEMPTS": "5"}
+           "VERGE_VISIBILITY_TIMEOUT": "30", "VERGE_MAX_ATTEMPTS": "5", "VERGE_DECODE_THREADS": "1"}
     files = varied_photo_copies(tmp_path / "copies", n)
     verge(env, "db", "upgrade")
     worker = start_worker(env)

@@ -65,6 +65,8 @@ def load(url: str, n: int, extra_sql: list[str] = ()) -> dict:
     n_batches = 100
     per_batch = -(-n // n_batches)
     n_queued = min(500, n // 100)
+    # images with a prediction: every one scored (not failed, not queued); prediction id = image id
+    scored = f"g % 100 <> 7 AND g <= {n - n_queued}"
     steps = [
         ("users", f"""
          INSERT INTO user_account (id, name, password_hash, role, created_at)
@@ -80,15 +82,17 @@ def load(url: str, n: int, extra_sql: list[str] = ()) -> dict:
                  now() - interval '30 days', now() - interval '30 days'),
                 (2, 'binary', '["field", "road"]', '{ENCODER}', '/nonexistent/2.pt', '{{}}', 'active',
                  now() - interval '10 days', now() - interval '10 days')"""),
-        # ~1 % failed, the newest few queued, the rest scored
+        # ~1 % failed, the newest few queued, the rest scored and pointing at their prediction
+        # (image.latest_prediction_id, which record_predictions sets when it scores an image)
         ("images", f"""
          INSERT INTO image (id, sha256, storage_key, source_name, size_bytes, width, height, status,
-                            error, attempts, queued_at, created_at, scored_at)
+                            error, attempts, queued_at, created_at, scored_at, latest_prediction_id)
          SELECT g, md5(g::text) || md5('x' || g), md5(g::text) || md5('x' || g),
                 'photos/img-' || g || '.jpg', 50000 + (g::bigint * 7919) % 200000, 1600, 1067,
                 CASE WHEN g > {n - n_queued} THEN 'queued' WHEN g % 100 = 7 THEN 'failed' ELSE 'scored' END,
                 CASE WHEN g % 100 = 7 AND g <= {n - n_queued} THEN 'truncated or corrupt image data' END,
-                1, ts, ts, CASE WHEN g <= {n - n_queued} THEN ts + interval '2 seconds' END
+                1, ts, ts, CASE WHEN g <= {n - n_queued} THEN ts + interval '2 seconds' END,
+                CASE WHEN {scored} THEN g END
          FROM (SELECT g, now() - ({n} - g) * interval '1 second' AS ts
                FROM generate_series(1, {n}) g) s"""),
         ("batch_image", f"""
@@ -115,7 +119,7 @@ def load(url: str, n: int, extra_sql: list[str] = ()) -> dict:
                            ELSE r2 END AS z
                FROM (SELECT g, random() AS r1, random() AS r2, random() AS r3
                      FROM generate_series(1, {n}) g) r) s
-         WHERE g % 100 <> 7 AND g <= {n - n_queued}"""),
+         WHERE {scored}"""),
         ("open review tasks", """
          INSERT INTO review_task (id, image_id, prediction_id, state, reasons, priority,
                                   created_at, updated_at)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Integer, and_, cast, exists, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Integer, and_, cast, exists, func, or_, select
+from sqlalchemy.orm import Session
 
 from . import queries as q
 from .schema import (
@@ -28,25 +28,47 @@ class BrowseFilter:
     reason: str | None = None          # one routing reason, e.g. near_threshold
 
 
-def _latest_prediction_id(image_id_col):
-    newer = aliased(Prediction, name="newest")
-    return (select(func.max(newer.id)).where(newer.image_id == image_id_col)
-            .correlate_except(newer).scalar_subquery())
+def has_reason(col, reason: str):
+    """``col`` (comma-separated reasons) lists ``reason``. Spelled as LIKEs on the column itself,
+    not on ``',' || col || ','``: Postgres estimates these from the column's statistics (a few
+    distinct values) and so walks the newest images first; the concatenation has no statistics
+    and its default estimate (a handful of rows) made it collect every match first."""
+    return or_(col == reason, col.startswith(f"{reason},", autoescape=True),
+               col.endswith(f",{reason}", autoescape=True),
+               col.contains(f",{reason},", autoescape=True))
 
 
 def score_expr(pred=Prediction):
     return func.coalesce(pred.p_road, pred.zs_p_road)
 
 
+def score_in(lo: float | None, hi: float | None, pred=Prediction):
+    """``lo <= score_expr() <= hi`` (either bound optional), spelled on the columns themselves
+    so that Postgres estimates it from their statistics (the COALESCE has none: its default
+    estimate, 20 times too few rows at 1M images, sent the browse query to parallel workers)."""
+    def within(col):
+        return and_(*([col >= lo] if lo is not None else []), *([col <= hi] if hi is not None else []))
+
+    return or_(and_(pred.p_road.is_not(None), within(pred.p_road)),
+               and_(pred.p_road.is_(None), within(pred.zs_p_road)))
+
+
 def browse_images(session: Session, f: BrowseFilter, after: int | None = None,
                   limit: int = 60) -> list[tuple[Image, Prediction | None, int]]:
     """Images newest first with their latest prediction and label count, ``limit`` per page;
-    ``after`` is the last image id of the previous page."""
+    ``after`` is the last image id of the previous page.
+
+    Every filter is a per-image test (a primary-key join to the latest prediction, EXISTS probes
+    by image id), so the database can walk ``image`` newest first and stop after ``limit``
+    matches instead of collecting every match and sorting (bench/store.py)."""
     labels = (select(func.count()).where(Label.image_id == Image.id)
               .correlate(Image).scalar_subquery())
     stmt = (select(Image, Prediction, labels)
-            .outerjoin(Prediction, and_(Prediction.image_id == Image.id,
-                                        Prediction.id == _latest_prediction_id(Image.id))))
+            .outerjoin(Prediction, Prediction.id == Image.latest_prediction_id))
+
+    def below(col):  # the page bound, repeated inside EXISTS so a merge join starts there too
+        return [col < after] if after is not None else []
+
     if after is not None:
         stmt = stmt.where(Image.id < after)
     if f.batch_id is not None:
@@ -56,20 +78,18 @@ def browse_images(session: Session, f: BrowseFilter, after: int | None = None,
         stmt = stmt.where(Image.status == f.status)
     if f.predicted_class:
         stmt = stmt.where(Prediction.predicted_class == f.predicted_class)
-    if f.score_min is not None:
-        stmt = stmt.where(score_expr() >= f.score_min)
-    if f.score_max is not None:
-        stmt = stmt.where(score_expr() <= f.score_max)
+    if f.score_min is not None or f.score_max is not None:
+        stmt = stmt.where(score_in(f.score_min, f.score_max))
     if f.routed is not None:
-        routed = exists().where(ReviewTask.image_id == Image.id)
+        routed = exists().where(ReviewTask.image_id == Image.id, *below(ReviewTask.image_id))
         stmt = stmt.where(routed if f.routed else ~routed)
     if f.labeled is not None:
-        labeled = exists().where(Label.image_id == Image.id)
+        labeled = exists().where(Label.image_id == Image.id, *below(Label.image_id))
         stmt = stmt.where(labeled if f.labeled else ~labeled)
     if f.reason:
-        stmt = stmt.where(exists().where(
-            ReviewTask.image_id == Image.id,
-            ("," + ReviewTask.reasons + ",").contains(f",{f.reason},", autoescape=True)))
+        stmt = stmt.where(exists().where(ReviewTask.image_id == Image.id,
+                                         *below(ReviewTask.image_id),
+                                         has_reason(ReviewTask.reasons, f.reason)))
     return [tuple(r) for r in session.execute(stmt.order_by(Image.id.desc()).limit(limit))]
 
 
@@ -156,16 +176,6 @@ def _bucket(session: Session, expr, bins: int):
     return cast(scaled, Integer)  # SQLite's CAST truncates, which is floor for p >= 0
 
 
-def histogram(session: Session, expr, where, bins: int = 20) -> list[int]:
-    """Counts of ``expr`` (a probability) in ``bins`` equal bins over [0, 1]."""
-    bucket = _bucket(session, expr, bins)
-    counts = [0] * bins
-    for b, n in session.execute(select(bucket, func.count()).where(where, expr.is_not(None))
-                                .group_by(bucket)):
-        counts[min(max(int(b), 0), bins - 1)] += n
-    return counts
-
-
 def dashboard(session: Session, model_version_id: int | None, bins: int = 20,
               days: int = 30) -> dict:
     """Histograms of the head's and zero-shot's p(road) over the predictions of one model version
@@ -176,23 +186,39 @@ def dashboard(session: Session, model_version_id: int | None, bins: int = 20,
     if model_version_id is not None:
         mv = session.get(ModelVersion, model_version_id)
         classes = list(mv.classes) if mv else classes
-    head_hist = histogram(session, Prediction.p_road, which, bins)
-    zs_hist = histogram(session, Prediction.zs_p_road, which, bins)
-    n, agree = session.execute(select(
-        func.count(), func.sum(cast(Prediction.predicted_class == Prediction.zs_class, Integer)))
-        .where(which, Prediction.p_road.is_not(None))).one()
+    # One scan of the version's predictions gives both histograms and the head-vs-zero-shot
+    # agreement: counts per (head bin, zero-shot bin, same class), at most bins^2 * 2 groups.
+    head_bin = _bucket(session, Prediction.p_road, bins)
+    zs_bin = _bucket(session, Prediction.zs_p_road, bins)
+    same_class = Prediction.predicted_class == Prediction.zs_class
+    head_hist, zs_hist = [0] * bins, [0] * bins
+    n = agree = 0
+    for hb, zb, same, count in session.execute(
+            select(head_bin, zs_bin, same_class, func.count()).where(which)
+            .group_by(head_bin, zs_bin, same_class)):
+        if hb is not None:  # the head's p(road) is NULL for zero-shot-only predictions
+            head_hist[min(max(int(hb), 0), bins - 1)] += count
+            n += count
+            agree += count if same else 0
+        if zb is not None:
+            zs_hist[min(max(int(zb), 0), bins - 1)] += count
     human = Label.user_id.is_not(None)
+    # Reviewers against both judges in one join of the human labels with this version's
+    # predictions (was four): counts per (label, head class, zero-shot class).
+    pairs = session.execute(
+        select(Label.cls, Prediction.predicted_class, Prediction.zs_class, func.count())
+        .select_from(Label).join(Prediction, (Prediction.image_id == Label.image_id) & which)
+        .where(human).group_by(Label.cls, Prediction.predicted_class, Prediction.zs_class)).all()
 
-    def vs_reviewers(col, judged: list[str]) -> dict:
-        total, same = session.execute(
-            select(func.count(), func.sum(cast(col == Label.cls, Integer)))
-            .join(Label, Label.image_id == Prediction.image_id)
-            .where(which, human, Label.cls.in_(judged))).one()
-        left_out = session.scalar(
-            select(func.count()).select_from(Prediction)
-            .join(Label, Label.image_id == Prediction.image_id)
-            .where(which, human, Label.cls.not_in(judged)))
-        return {"n": total or 0, "agree": same or 0, "left_out": left_out or 0}
+    def vs_reviewers(head: bool, judged: list[str]) -> dict:
+        total = same = left_out = 0
+        for cls, head_cls, zs_cls, count in pairs:
+            if cls in judged:
+                total += count
+                same += count if (head_cls if head else zs_cls) == cls else 0
+            else:
+                left_out += count
+        return {"n": total, "agree": same, "left_out": left_out}
 
     since = utcnow() - dt.timedelta(days=days)
     day = func.date(Label.created_at)
@@ -205,9 +231,9 @@ def dashboard(session: Session, model_version_id: int | None, bins: int = 20,
         "bins": bins, "head_hist": head_hist, "zs_hist": zs_hist,
         "predictions": sum(zs_hist), "has_head": model_version_id is not None,
         "head_vs_zs": {"n": n or 0, "agree": agree or 0},
-        "head_vs_reviewers": (vs_reviewers(Prediction.predicted_class, classes)
+        "head_vs_reviewers": (vs_reviewers(True, classes)
                               if model_version_id is not None else None),
-        "zs_vs_reviewers": vs_reviewers(Prediction.zs_class, ["field", "road"]),
+        "zs_vs_reviewers": vs_reviewers(False, ["field", "road"]),
         "labels_per_day": [(str(today - dt.timedelta(days=i)),
                             per_day.get(str(today - dt.timedelta(days=i)), 0))
                            for i in range(days - 1, -1, -1)],

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import DateTime, Integer, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from .schema import (
@@ -205,6 +205,30 @@ def mark_failed(session: Session, errors: dict[int, str]) -> None:
             for iid, reason in errors.items()])
 
 
+# image.latest_prediction_id moves forward only (to a higher prediction id): of two transactions
+# recording predictions for one image, the later row wins whichever commits first (on Postgres
+# the second UPDATE waits for the first's row lock and re-reads the row).
+IM = Image.__table__
+_PRED = bindparam("b_pred", type_=Integer)
+_NEWER = or_(IM.c.latest_prediction_id.is_(None), IM.c.latest_prediction_id < _PRED)
+_POINT = (update(IM).where(IM.c.id == bindparam("b_image", type_=Integer), _NEWER)
+          .values(latest_prediction_id=_PRED))
+_SCORED = (update(IM).where(IM.c.id == bindparam("b_image", type_=Integer))
+           .values(status="scored", error=None,
+                   scored_at=bindparam("b_now", type_=DateTime(timezone=True)),
+                   # a chunk that reused a stored embedding decoded nothing: keep the known size
+                   width=func.coalesce(bindparam("b_width", type_=Integer), IM.c.width),
+                   height=func.coalesce(bindparam("b_height", type_=Integer), IM.c.height),
+                   latest_prediction_id=case((_NEWER, _PRED), else_=IM.c.latest_prediction_id)))
+
+
+def point_to_latest(session: Session, rows: Sequence[Prediction]) -> None:
+    """Keep ``image.latest_prediction_id`` right after inserting prediction ``rows`` (ids
+    assigned), in the caller's transaction: one bulk UPDATE."""
+    if rows:
+        session.connection().execute(_POINT, [{"b_image": r.image_id, "b_pred": r.id} for r in rows])
+
+
 def _insert_predictions(session: Session, predictions: list[dict], now) -> list[Prediction]:
     """Prediction rows from the scorer's dicts (which also carry the routing ``priority``)."""
     rows = [Prediction(**{k: v for k, v in p.items() if k != "priority"}, created_at=now)
@@ -229,10 +253,10 @@ def record_predictions(session: Session, predictions: list[dict], sizes: dict[in
             {"image_id": row.image_id, "prediction_id": row.id, "state": "open",
              "reasons": row.reasons, "priority": float(priority), "created_at": now, "updated_at": now}
             for row, priority in routed])
-    session.execute(update(Image), [
-        {"id": row.image_id, "status": "scored", "error": None, "scored_at": now,
-         "width": sizes.get(row.image_id, (None, None))[0],
-         "height": sizes.get(row.image_id, (None, None))[1]}
+    session.connection().execute(_SCORED, [  # and point each image at its new prediction
+        {"b_image": row.image_id, "b_now": now, "b_pred": row.id,
+         "b_width": sizes.get(row.image_id, (None, None))[0],
+         "b_height": sizes.get(row.image_id, (None, None))[1]}
         for row in rows])
     return len(routed)
 
@@ -252,6 +276,7 @@ def apply_rescore(session: Session, predictions: list[dict], version_id: int) ->
     if not predictions:
         return 0
     rows = _insert_predictions(session, predictions, utcnow())
+    point_to_latest(session, rows)
     by_image = {row.image_id: (row, p["priority"]) for row, p in zip(rows, predictions)}
     resolved = 0
     for task in session.scalars(select(ReviewTask).where(

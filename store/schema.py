@@ -51,6 +51,11 @@ class Image(Base):
     queued_at: Mapped[dt.datetime | None] = mapped_column()  # last time a scoring task was sent
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     scored_at: Mapped[dt.datetime | None] = mapped_column()
+    # The image's newest prediction (max prediction.id), set by the statement that records a
+    # prediction, in its transaction (store/queries.py): browse joins one row by primary key
+    # instead of finding max(id) per image. No foreign key: prediction already points at image,
+    # and a cycle between the two tables would buy nothing the writers don't already ensure.
+    latest_prediction_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class BatchImage(Base):

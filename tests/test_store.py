@@ -104,3 +104,64 @@ def test_one_prediction_per_image_and_version_and_one_active_head(tmp_path):
         q.activate_model(s, b.id)
         assert q.active_model(s).id == b.id
         assert s.get(ModelVersion, a.id).state == "retired"
+
+
+def _assert_latest_prediction_is_kept_and_browsed(url):
+    """image.latest_prediction_id follows record_predictions and apply_rescore (and only moves
+    forward), and browse filters on that newest prediction and on each listed reason."""
+    from types import SimpleNamespace
+
+    from store.browse import BrowseFilter, browse_images
+
+    migrations.upgrade(url)
+    with session_scope(url) as s:
+        ids = q.register_images(s, None, [(f"{i}.jpg", f"{i:064x}", 1) for i in range(3)]).image_ids
+        mv = ModelVersion(kind="binary", classes=["field", "road"], encoder="e", path="p",
+                          metrics={}, state="active")
+        s.add(mv)
+        s.flush()
+        mv_id = mv.id
+
+    def pred(iid, p_road, version, reasons=""):
+        p = 0.55 if p_road is None else p_road
+        return dict(image_id=iid, model_version_id=version, encoder="e",
+                    head_probs=None if p_road is None else {"field": 1 - p, "road": p},
+                    p_road=p_road, zs_probs={"field": 0.45, "road": 0.55}, zs_p_road=0.55,
+                    predicted_class="road" if p >= 0.5 else "field", zs_class="road",
+                    routed=bool(reasons), reasons=reasons, priority=0.5)
+
+    with session_scope(url) as s:
+        q.record_predictions(s, [pred(ids[0], None, None, "near_threshold,disagreement"),
+                                 pred(ids[1], None, None, "audit")], {})
+    with session_scope(url) as s:  # the new head re-scores the open tasks' images
+        q.apply_rescore(s, [pred(ids[0], 0.2, mv_id, "disagreement")], mv_id)
+    with session_scope(url) as s:
+        newest = dict(s.execute(select(Prediction.image_id, func.max(Prediction.id))
+                                .group_by(Prediction.image_id)).all())
+        first = s.scalar(select(func.min(Prediction.id)).where(Prediction.image_id == ids[0]))
+        q.point_to_latest(s, [SimpleNamespace(image_id=ids[0], id=first)])  # an older row: no-op
+    with session_scope(url) as s:
+        assert {i: s.get(Image, i).latest_prediction_id for i in ids} == {
+            ids[0]: newest[ids[0]], ids[1]: newest[ids[1]], ids[2]: None}
+
+        def browsed(**kw):
+            return [(im.id, p.p_road if p else "-") for im, p, _ in browse_images(s, BrowseFilter(**kw))]
+
+        assert browsed() == [(ids[2], "-"), (ids[1], None), (ids[0], 0.2)]
+        assert browsed(predicted_class="field") == [(ids[0], 0.2)]
+        assert browsed(predicted_class="road") == [(ids[1], None)]
+        assert browsed(score_max=0.3) == [(ids[0], 0.2)]
+        assert browsed(score_min=0.5) == [(ids[1], None)]  # the head's p(road), else zero-shot's
+        assert browsed(reason="disagreement") == [(ids[0], 0.2)]   # the task's refreshed reasons
+        assert browsed(reason="near_threshold") == []
+        assert browsed(reason="audit", labeled=False) == [(ids[1], None)]
+        assert browsed(reason="audi") == [] and browsed(reason="a%") == []
+
+
+def test_latest_prediction_is_kept_and_browsed_on_sqlite(tmp_path):
+    _assert_latest_prediction_is_kept_and_browsed(f"sqlite:///{tmp_path}/p.db")
+
+
+@pytest.mark.services
+def test_latest_prediction_is_kept_and_browsed_on_postgres(pg_url):
+    _assert_latest_prediction_is_kept_and_browsed(pg_url)

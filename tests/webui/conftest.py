@@ -80,6 +80,7 @@ class Seeder:
 
     def predict(self, image_id: int, p_road: float | None, zs_p_road: float, reasons: str = "",
                 model_version_id: int | None = None) -> int:
+        from store import queries as q
         from store.db import session_scope
         from store.schema import Prediction
 
@@ -95,6 +96,7 @@ class Seeder:
                 zs_class=cls(zs_p_road), routed=bool(reasons), reasons=reasons)
             s.add(pred)
             s.flush()
+            q.point_to_latest(s, [pred])  # as record_predictions does in the worker's transaction
             return pred.id
 
     def task(self, image_id: int, priority: float, reasons: str = "near_threshold",

@@ -33,25 +33,42 @@ def busy_child(worker_pid: int) -> psutil.Process | None:
 @pytest.mark.slow
 def test_killing_workers_mid_chunk_loses_nothing_and_scores_nothing_twice(
         tmp_path, tiny_env, pg_url, redis_url, start_worker):
-    n, kills_wanted = 2500, 20
-    # One decode thread keeps the tiny model's worker slow enough that 20 kills (each followed by
-    # a second for the parent to fork a fresh child) land before the queue runs dry.
+    kills_wanted, per_batch, batches_max = 20, 500, 24
     env = {**tiny_env, "VERGE_DATABASE_URL": pg_url, "VERGE_BROKER_URL": redis_url,
            "VERGE_QUEUE": f"verge-kill-{uuid.uuid4().hex[:8]}", "VERGE_CHUNK_SIZE": "20",
-           "VERGE_VISIBILITY_TIMEOUT": "30", "VERGE_MAX_ATTEMPTS": "5", "VERGE_DECODE_THREADS": "1"}
-    files = varied_photo_copies(tmp_path / "copies", n)
+           "VERGE_VISIBILITY_TIMEOUT": "30", "VERGE_MAX_ATTEMPTS": "5"}
+    # Work is fed in batches until 20 kills have landed: however fast this machine scores, the
+    # queue never runs dry first (each kill costs ~1.5 s: a CPU sample, then the fresh child).
+    files = varied_photo_copies(tmp_path / "copies", per_batch * batches_max)
+    folders = []
+    for b in range(batches_max):
+        folder = tmp_path / f"batch-{b:02d}"
+        folder.mkdir()
+        for f in files[b * per_batch:(b + 1) * per_batch]:
+            f.rename(folder / f.name)
+        folders.append(folder)
     verge(env, "db", "upgrade")
     worker = start_worker(env)
-    submitted = json.loads(verge(env, "submit", str(tmp_path / "copies"), "--batch", "kills",
-                                 "--json").stdout)
-    assert submitted["new"] == n
 
+    def count(status):
+        with session_scope(pg_url) as s:
+            return s.scalar(select(func.count()).select_from(Image).where(Image.status == status))
+
+    def submit_next():
+        folder = folders.pop(0)
+        out = json.loads(verge(env, "submit", str(folder), "--batch", f"kills-{folder.name}",
+                               "--json").stdout)
+        assert out["new"] == per_batch
+        return per_batch
+
+    n = submit_next()
     kills = 0
     deadline = time.monotonic() + 600
     while kills < kills_wanted and time.monotonic() < deadline:
-        with session_scope(pg_url) as s:
-            queued = s.scalar(select(func.count()).select_from(Image).where(Image.status == "queued"))
-        if queued == 0:
+        queued = count("queued")
+        if queued < 4 * per_batch // 10 and folders:
+            n += submit_next()
+        elif queued == 0:
             break
         child = busy_child(worker.proc.pid)
         try:
@@ -68,13 +85,12 @@ def test_killing_workers_mid_chunk_loses_nothing_and_scores_nothing_twice(
         os.kill(p, signal.SIGKILL)
     worker.proc.wait()
     start_worker(env)
-    status = json.loads(verge(env, "status", "kills", "--json").stdout)
     deadline = time.monotonic() + 600
-    while status["queued"] and time.monotonic() < deadline:
+    while count("queued") and time.monotonic() < deadline:
         time.sleep(2)
-        status = json.loads(verge(env, "status", "kills", "--json").stdout)
+    status = {k: count(k) for k in ("queued", "scored", "failed")}
 
-    assert kills >= kills_wanted, f"only {kills} kills landed mid-chunk"
+    assert kills >= kills_wanted, f"only {kills} kills landed mid-chunk over {n} images"
     assert status["queued"] == 0, status
     assert status["scored"] + status["failed"] == n
     with session_scope(pg_url) as s:

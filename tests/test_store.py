@@ -165,3 +165,35 @@ def test_latest_prediction_is_kept_and_browsed_on_sqlite(tmp_path):
 @pytest.mark.services
 def test_latest_prediction_is_kept_and_browsed_on_postgres(pg_url):
     _assert_latest_prediction_is_kept_and_browsed(pg_url)
+
+
+def _assert_embeddings_and_hashes_read_back_by_id(url):
+    """More ids than one IN list may hold (SQLite's parameter limit; one array on Postgres)."""
+    import numpy as np
+
+    migrations.upgrade(url)
+    n = 2000
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(n, 8)).astype(np.float32)
+    with session_scope(url) as s:
+        ids = q.register_images(s, None, [(f"{i}.jpg", sha256_hex(str(i).encode()), 1) for i in range(n)],
+                                queue=False).image_ids
+        q.save_embeddings(s, "enc/a", dict(zip(ids, vectors)))
+        q.save_embeddings(s, "enc/b", {ids[0]: vectors[1]})  # another encoder's vector is not read
+    with session_scope(url) as s:
+        wanted = ids[::2] + [10 ** 9]  # an id that does not exist is simply absent
+        got = q.stored_embeddings(s, wanted, "enc/a")
+        hashes = q.hashes_by_id(s, wanted)
+        assert q.stored_embeddings(s, [], "enc/a") == {} and q.hashes_by_id(s, []) == {}
+    assert sorted(got) == sorted(ids[::2])
+    assert all(np.array_equal(got[iid], vectors[ids.index(iid)]) for iid in got)
+    assert hashes == {iid: sha256_hex(str(ids.index(iid)).encode()) for iid in ids[::2]}
+
+
+def test_embeddings_and_hashes_read_back_by_id_on_sqlite(tmp_path):
+    _assert_embeddings_and_hashes_read_back_by_id(f"sqlite:///{tmp_path}/e.db")
+
+
+@pytest.mark.services
+def test_embeddings_and_hashes_read_back_by_id_on_postgres(pg_url):
+    _assert_embeddings_and_hashes_read_back_by_id(pg_url)

@@ -69,8 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--no-suspects", action="store_true",
                    help="retrain(find_suspects=False): leave out the out-of-fold suspect pass")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch intra-op threads (default: torch's own, one per core); 1 is what a CUDA "
-                        "worker process has, where the beat's verge.retrain task also runs")
+                   help="torch intra-op threads (default: torch's own, one per core)")
     p.add_argument("--profile", action="store_true", help="print the cProfile top of retrain()")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)

@@ -38,12 +38,9 @@ def has_reason(col, reason: str):
                col.contains(f",{reason},", autoescape=True))
 
 
-def score_expr(pred=Prediction):
-    return func.coalesce(pred.p_road, pred.zs_p_road)
-
-
 def score_in(lo: float | None, hi: float | None, pred=Prediction):
-    """``lo <= score_expr() <= hi`` (either bound optional), spelled on the columns themselves
+    """``lo <= coalesce(p_road, zs_p_road) <= hi`` -- the head's p(road), or zero-shot's where no
+    head has scored the image -- (either bound optional), spelled on the columns themselves
     so that Postgres estimates it from their statistics (the COALESCE has none: its default
     estimate, 20 times too few rows at 1M images, sent the browse query to parallel workers)."""
     def within(col):

@@ -283,6 +283,29 @@ def private_queue(url: str, tag: str) -> tuple[str, str]:
     return queue, node
 
 
+def worker_services(data: Path, tag: str, embedded: bool, knobs: dict) -> tuple[dict, str, str, str]:
+    """Where a benchmark's `verge` processes keep their work: the filesystem broker + SQLite under
+    ``data``, or Redis + a throwaway Postgres database with a private queue (both removed at the
+    end). Migrates the database. Returns (environment for verge processes, database URL, worker
+    node name, a few words saying which)."""
+    import migrations
+
+    env = {"VERGE_DATA_DIR": data, **knobs}
+    if embedded:
+        url = f"sqlite:///{(data / 'verge.db').resolve()}"
+        queue, node = f"bench-{tag}-{os.getpid()}", f"bench-{tag}-{os.getpid()}@localhost"
+        where = "filesystem broker + SQLite"
+    else:
+        url = throwaway_database(tag)
+        broker = redis_url()
+        queue, node = private_queue(broker, tag)
+        env.update({"VERGE_DATABASE_URL": url, "VERGE_BROKER_URL": broker})
+        where = "Redis + Postgres"
+    env["VERGE_QUEUE"] = queue
+    migrations.upgrade(url)
+    return bench_env(env), url, node, where
+
+
 # --------------------------------------------------------------------------- verge processes
 def verge(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "verge", *args], env=env, cwd=REPO,

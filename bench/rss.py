@@ -109,7 +109,6 @@ def mib(b: float) -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     C.install_sigterm()
-    import migrations
 
     try:
         import psutil  # noqa: F401
@@ -126,21 +125,9 @@ def main(argv=None) -> None:
     embedded = args.embedded or not (C.redis_available() and C.postgres_available())
     data = work / "var"
     data.mkdir()
-    env = {"VERGE_DATA_DIR": data, "VERGE_ENCODER": args.encoder, "VERGE_PRETRAINED": args.pretrained,
-           "VERGE_DEVICE": args.device, "VERGE_BATCH_SIZE": args.batch, "VERGE_CHUNK_SIZE": args.chunk}
-    if embedded:
-        url = f"sqlite:///{(data / 'verge.db').resolve()}"
-        queue, node = f"bench-rss-{os.getpid()}", f"bench-rss-{os.getpid()}@localhost"
-        where = "filesystem broker + SQLite"
-    else:
-        url = C.throwaway_database("rss")
-        broker = C.redis_url()
-        queue, node = C.private_queue(broker, "rss")
-        env.update({"VERGE_DATABASE_URL": url, "VERGE_BROKER_URL": broker})
-        where = "Redis + Postgres"
-    env["VERGE_QUEUE"] = queue
-    env = C.bench_env(env)
-    migrations.upgrade(url)
+    env, url, node, where = C.worker_services(data, "rss", embedded, {
+        "VERGE_ENCODER": args.encoder, "VERGE_PRETRAINED": args.pretrained,
+        "VERGE_DEVICE": args.device, "VERGE_BATCH_SIZE": args.batch, "VERGE_CHUNK_SIZE": args.chunk})
     print(f"# {where}; one `verge worker -c 1`", flush=True)
     worker = C.Worker(env, work / "worker.log", node)
     # the pool process loads the model in worker_process_init: wait until its memory settles

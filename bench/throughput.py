@@ -295,8 +295,6 @@ def part_c(args, files, head_path: Path) -> float:
 
 # --------------------------------------------------------------------------- (d) verge
 def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decode: str = "off") -> float:
-    import migrations
-
     embedded = args.embedded
     if not embedded and not (C.redis_available() and C.postgres_available()):
         print("# (d): Redis or Postgres not reachable at their defaults: using the embedded "
@@ -304,23 +302,10 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
         embedded = True
     data = work / f"var-{gpu_decode}"
     data.mkdir()
-    env = {"VERGE_DATA_DIR": data, "VERGE_ENCODER": args.encoder, "VERGE_PRETRAINED": args.pretrained,
-           "VERGE_DEVICE": args.device, "VERGE_BATCH_SIZE": args.batch,
-           "VERGE_CHUNK_SIZE": args.chunk, "VERGE_DECODE_THREADS": args.decode_threads,
-           "VERGE_GPU_DECODE": gpu_decode}
-    if embedded:
-        url = f"sqlite:///{(data / 'verge.db').resolve()}"
-        queue, node = f"bench-{os.getpid()}", f"bench-{os.getpid()}@localhost"
-        where = "filesystem broker + SQLite"
-    else:
-        url = C.throwaway_database("tp")
-        broker = C.redis_url()
-        queue, node = C.private_queue(broker, "tp")
-        env.update({"VERGE_DATABASE_URL": url, "VERGE_BROKER_URL": broker})
-        where = "Redis + Postgres"
-    env["VERGE_QUEUE"] = queue
-    env = C.bench_env(env)
-    migrations.upgrade(url)
+    env, url, node, where = C.worker_services(data, "tp", embedded, {
+        "VERGE_ENCODER": args.encoder, "VERGE_PRETRAINED": args.pretrained,
+        "VERGE_DEVICE": args.device, "VERGE_BATCH_SIZE": args.batch, "VERGE_CHUNK_SIZE": args.chunk,
+        "VERGE_DECODE_THREADS": args.decode_threads, "VERGE_GPU_DECODE": gpu_decode})
     C.activate_random_head(url, args.encoder, args.pretrained, dim, data / "models")
     t_start = time.perf_counter()
     worker = C.Worker(env, work / "worker.log", node, concurrency=args.concurrency)

@@ -23,11 +23,19 @@ class Consensus:
 
 def consensus(session: Session) -> Consensus:
     """One label per image. People outvote training folders (they may be correcting them);
-    among people the majority wins; a tie keeps the image out of training and lists it."""
+    among people the majority wins, each person voting with their newest label; a tie keeps the
+    image out of training and lists it."""
     human: dict[int, Counter] = defaultdict(Counter)
     folder: dict[int, Counter] = defaultdict(Counter)
-    for image_id, user_id, cls in session.execute(select(Label.image_id, Label.user_id, Label.cls)):
-        (human if user_id is not None else folder)[image_id][cls] += 1
+    newest: dict[tuple[int, int], str] = {}  # a reviewer's correction replaces their vote
+    for image_id, user_id, cls in session.execute(select(Label.image_id, Label.user_id, Label.cls)
+                                                  .order_by(Label.id)):
+        if user_id is None:
+            folder[image_id][cls] += 1
+        else:
+            newest[image_id, user_id] = cls
+    for (image_id, _), cls in newest.items():
+        human[image_id][cls] += 1
     out = Consensus()
     for image_id, votes in {**folder, **human}.items():
         ranked = votes.most_common()

@@ -11,6 +11,10 @@ from sqlalchemy.orm import Session
 from .schema import Label, User, utcnow
 
 ROLES = ("reviewer", "admin")
+# A disabled account keeps its password hash behind this prefix (as /etc/shadow locks with "!"):
+# no password matches it, the session fingerprint built from it changes (signed out everywhere),
+# and enabling the account again restores the old password.
+DISABLED = "!"
 
 
 class UserExists(ValueError):
@@ -61,3 +65,24 @@ def list_users(session: Session) -> list[tuple[User, int]]:
               .group_by(Label.user_id).subquery())
     return [(u, n or 0) for u, n in session.execute(
         select(User, counts.c.n).outerjoin(counts, counts.c.user_id == User.id).order_by(User.name))]
+
+
+def is_disabled(user: User) -> bool:
+    return user.password_hash.startswith(DISABLED)
+
+
+def set_disabled(session: Session, user_id: int, disabled: bool) -> bool:
+    """Disable (or enable again) an account; a disabled one also loses its API token.
+    Returns False when it was already in that state."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise LookupError(f"no user {user_id}")
+    if is_disabled(user) == disabled:
+        return False
+    if disabled:
+        user.password_hash = DISABLED + user.password_hash
+        user.token_hash = None
+    else:
+        user.password_hash = user.password_hash[len(DISABLED):]
+    session.flush()
+    return True

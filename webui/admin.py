@@ -8,7 +8,7 @@ from flask import (
 )
 from flask_login import current_user
 from sqlalchemy import select
-from werkzeug.exceptions import BadRequest, NotFound
+from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from store import browse as store_browse
 from store import queries as q
@@ -66,6 +66,61 @@ def set_role(user_id: int):
             raise NotFound(f"no user {user_id}")
         store_users.set_role(s, user_id, role)
     flash("Role changed.", "info")
+    return redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<int:user_id>/password")
+@admin_required
+def reset_password(user_id: int):
+    """Set a new password for somebody; their open sessions end (the session fingerprint is
+    built from the password hash)."""
+    password = request.form.get("password", "")
+    if len(password) < 8:
+        raise BadRequest("a password is at least 8 characters")
+    with db() as s:
+        user = store_users.user_by_id(s, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id}")
+        if store_users.is_disabled(user):
+            raise Conflict(f"{user.name} is disabled; enable the account first")
+        store_users.set_password_hash(s, user_id, hash_password(password))
+        name = user.name
+    flash(f"New password set for {name}; they are signed out everywhere.", "info")
+    return redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<int:user_id>/disable")
+@admin_required
+def disable(user_id: int):
+    return _set_disabled(user_id, True)
+
+
+@bp.post("/users/<int:user_id>/enable")
+@admin_required
+def enable(user_id: int):
+    return _set_disabled(user_id, False)
+
+
+def _set_disabled(user_id: int, disabled: bool):
+    from store.leases import release_all
+
+    if disabled and user_id == current_user.id:
+        raise Conflict("you cannot disable your own account (ask another admin)")
+    with db() as s:
+        user = store_users.user_by_id(s, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id}")
+        changed = store_users.set_disabled(s, user_id, disabled)
+        released = release_all(s, user.name) if disabled else 0
+        name = user.name
+    if not changed:
+        flash(f"{name} was already {'disabled' if disabled else 'enabled'}.", "info")
+    elif disabled:
+        flash(f"Disabled {name}: signed out, API token revoked, {released} held images back "
+              f"in the queue.", "info")
+    else:
+        flash(f"Enabled {name}: their old password works again (issue a new API token if "
+              f"they need one).", "info")
     return redirect(url_for("admin.users"))
 
 
@@ -171,7 +226,16 @@ def models():
         rows = [(v, headline(v.metrics)) for v in versions]
         batches = list(s.scalars(select(Batch).order_by(Batch.id.desc()).limit(50)))
     return render_template("models.html", rows=rows, batches=batches,
-                           has_active=any(v.state == "active" for v in versions))
+                           rollback_to=rollback_target(versions))
+
+
+def rollback_target(versions: list) -> object | None:
+    """The version a rollback would re-activate (``workers.retrain.rollback``'s rule: the retired
+    version activated most recently), or None when there is nothing to roll back to."""
+    if not any(v.state == "active" for v in versions):
+        return None
+    earlier = [v for v in versions if v.state == "retired" and v.activated_at is not None]
+    return max(earlier, key=lambda v: v.activated_at, default=None)
 
 
 @bp.get("/models/<int:version_id>")
@@ -183,9 +247,11 @@ def model(version_id: int):
             raise NotFound(f"no model version {version_id}")
         active = q.active_model(s)
         active_now = (active.id, active.kind) if active else None
+        target = rollback_target(store_browse.model_versions(s)) if mv.state == "active" else None
     metrics = mv.metrics or {}
     return render_template(
         "model.html", v=mv, metrics=metrics, charts=curve_charts(metrics), ev=evaluation(metrics),
+        rollback_to=target,
         headline=headline(metrics), active_now=active_now,
         summary=[(label, metrics[key]) for key, label in SUMMARY_KEYS if metrics.get(key) not in (None, "")],
         recipe=metrics.get("recipe") or {}, decision=metrics.get("decision") or mv.note)

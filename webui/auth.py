@@ -159,6 +159,12 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    # The images this reviewer holds go back to the queue now, not when their leases run out
+    # (the review page also hands them back itself before it submits this form).
+    from store.leases import release_all
+
+    with db() as s:
+        release_all(s, current_user.name)
     logout_user()
     flash("Signed out.", "info")
     return redirect(url_for("auth.login"))

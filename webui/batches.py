@@ -5,6 +5,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.exceptions import NotFound
 
 from store import browse as store_browse
+from store.progress import labeled_counts
 from workers.errors import BrokerUnavailable
 
 from .auth import admin_required
@@ -22,9 +23,10 @@ def index():
     before = int_arg("before")
     with db() as s:
         rows = store_browse.batches_page(s, before=before, limit=PAGE + 1)
-    more = len(rows) > PAGE
-    rows = rows[:PAGE]
-    return render_template("batches.html", rows=rows, before=before,
+        more = len(rows) > PAGE
+        rows = rows[:PAGE]
+        labeled = labeled_counts(s, [b.id for b, _ in rows])
+    return render_template("batches.html", rows=rows, before=before, labeled=labeled,
                            next_before=rows[-1][0].id if more else None,
                            max_file_bytes=settings().max_file_bytes,
                            max_upload_bytes=settings().max_upload_bytes)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from flask import Blueprint, render_template, request
+from sqlalchemy import func, select
 
 from store import browse as store_browse
 from store import queries as q
+from store.schema import Prediction
 
 from . import charts
 from .context import db, settings
@@ -25,9 +27,28 @@ def index():
         else:
             model_id = active.id if active else None
         d = store_browse.dashboard(s, model_id)
+        fallback = None
+        if model_id is not None and d["predictions"] == 0:
+            fallback = previous_with_predictions(s, versions, model_id)
     band = settings().route_band
     return render_template(
         "dashboard.html", d=d, versions=versions, model_id=model_id, active=active,
+        fallback=fallback, shown=next((v for v in versions if v.id == model_id), None),
         head_chart=charts.histogram(d["head_hist"], "bar", band) if d["has_head"] else None,
         zs_chart=charts.histogram(d["zs_hist"], "bar-zs", None if d["has_head"] else band),
         days_chart=charts.daily_bars(d["labels_per_day"]))
+
+
+def previous_with_predictions(session, versions, model_id: int) -> tuple | None:
+    """A freshly promoted head has scored nothing yet: (version or None for zero-shot, count)
+    of the most recently activated other version that has predictions to show."""
+    counts = dict(session.execute(select(Prediction.model_version_id, func.count())
+                                  .group_by(Prediction.model_version_id)).all())
+    others = sorted((v for v in versions if v.id != model_id and counts.get(v.id)),
+                    key=lambda v: (v.activated_at is not None, v.activated_at or v.created_at, v.id),
+                    reverse=True)
+    if others:
+        return others[0], counts[others[0].id]
+    if counts.get(None):
+        return None, counts[None]
+    return None

@@ -43,8 +43,9 @@ def class_name(cls: str | None) -> str:
 
 
 def register(app) -> None:
-    from .charts import meter
+    from .charts import meter, progress
 
     for f in (when, ago, pct, prob, class_name):
         app.add_template_filter(f)
     app.add_template_global(meter)
+    app.add_template_global(progress)

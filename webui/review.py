@@ -10,9 +10,12 @@ from flask import Blueprint, jsonify, render_template
 from flask_login import current_user
 from werkzeug.exceptions import BadRequest, NotFound
 
+from store import corrections, leases
+from store import queries as q
 from store import review as store_review
 from store.schema import CLASSES
 
+from . import guidelines
 from .context import db, settings
 from .payloads import body, id_list, int_field, label_fields, label_payload, task_payload
 
@@ -50,17 +53,46 @@ def skip(user, task_id: int):
 
 
 # --------------------------------------------------------------------------- the page
+def random_weights(encoder_key: str | None) -> bool:
+    """An encoder key says its weights are random (``models.encoder.EncoderSpec.key``:
+    ``NAME/random-seedN``; ``NAME:none`` as some callers spell it)."""
+    key = (encoder_key or "").lower()
+    return "random-seed" in key or key.endswith((":none", "/none"))
+
+
+def scoring_encoder() -> tuple[str, bool]:
+    """(encoder, random?) of what scores images now: the active head's encoder, else the
+    configured one (zero-shot only)."""
+    with db() as s:
+        active = q.active_model(s)
+        if active is not None:
+            return active.encoder, random_weights(active.encoder)
+    cfg = settings()
+    return f"{cfg.encoder}/{cfg.pretrained}", cfg.pretrained.strip().lower() == "none"
+
+
 @bp.get("/review")
 def page():
     with db() as s:
-        waiting = store_review.open_count(s)
+        waiting = leases.waiting_count(s)
+    encoder, is_random = scoring_encoder()
     return render_template("review.html", keys=KEYS, classes=CLASSES, waiting=waiting,
-                           lease_s=settings().review_lease)
+                           lease_s=settings().review_lease, encoder=encoder,
+                           random_encoder=is_random, guidelines=guidelines.rendered())
+
+
+@bp.get("/review/api/waiting")
+def api_waiting():
+    with db() as s:
+        return jsonify(waiting=leases.waiting_count(s))
 
 
 @bp.post("/review/api/claim")
 def api_claim():
-    return jsonify(claim(current_user, id_list(body(), "exclude")))
+    out = claim(current_user, id_list(body(), "exclude"))
+    with db() as s:
+        out["waiting"] = leases.waiting_count(s)  # the page's counter stays current
+    return jsonify(out)
 
 
 @bp.post("/review/api/label")
@@ -76,6 +108,9 @@ def api_skip():
 @bp.post("/review/api/undo")
 def api_undo():
     data = body()
+    skipped = int_field(data, "skip_task_id", required=False)
+    if skipped is not None:
+        return _undo_skip(skipped)
     with db() as s:
         done = store_review.undo(s, current_user.id, current_user.name, settings().review_lease,
                                  int_field(data, "label_id", required=False))
@@ -87,12 +122,24 @@ def api_undo():
                    task=task_payload(details))
 
 
+def _undo_skip(task_id: int):
+    """Take back a skip: the task comes back to this reviewer when nobody else has it."""
+    with db() as s:
+        back = corrections.unskip(s, task_id, current_user.id, current_user.name,
+                                  settings().review_lease)
+        if back is None:
+            raise NotFound(f"you did not skip task {task_id}")
+        details = store_review.task_details(s, task_id) if back else None
+    return jsonify(unskipped=task_id, task=task_payload(details))
+
+
 @bp.post("/review/api/renew")
 def api_renew():
     ids = id_list(body(), "task_ids")
     with db() as s:
         held = store_review.renew(s, current_user.name, ids, settings().review_lease)
-    return jsonify(held=held, lease_s=settings().review_lease)
+        waiting = leases.waiting_count(s)
+    return jsonify(held=held, lease_s=settings().review_lease, waiting=waiting)
 
 
 @bp.post("/review/api/release")

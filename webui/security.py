@@ -29,7 +29,7 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
-    if not password_hash:
+    if not password_hash or password_hash.startswith("!"):  # no such user, or disabled
         check_password_hash(_dummy_hash(), password)
         return False
     return check_password_hash(password_hash, password)

@@ -146,7 +146,11 @@ def test_batches_list_and_detail(as_user, seed):
     seed.image(batch="june", status="failed")
     ann = as_user("ann")
     html = ann.get("/batches").get_data(as_text=True)
-    assert "june" in html and "100.0%" in html and "Upload a batch" not in html
+    assert "june" in html and "Upload a batch" not in html
+    # a failure is shown as a failure (a red part of the bar), not as a full "done" bar
+    assert "1 of 2 scored" in html and '<span class="s-failed">1 failed</span>' in html
+    assert 'aria-label="1 of 2 scored, 1 failed"' in html
+    assert 'aria-label="0 of 1 labeled"' in html  # review progress beside scoring
     from store import queries as q
 
     with session_scope(seed.url) as s:

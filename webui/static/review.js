@@ -18,8 +18,23 @@
   let busy = false;
   let waiting = parseInt(cfg.waiting, 10) || 0;
   let pollTimer = null;
-  const history = [];      // labels made on this page, newest last: [{label_id, cls}]
+  // What this reviewer did in this tab, newest last, kept across reloads so `u` can take any
+  // of it back: {kind: "label", label_id, cls} or {kind: "skip", task_id}.
+  const STORE = `verge-review-actions:${cfg.user}`;
+  const history = loadHistory();
   const times = [];
+  let zoom = "fit";
+
+  function loadHistory() {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem(STORE) || "[]");
+      return Array.isArray(saved) ? saved.slice(-200) : [];
+    } catch (e) { return []; }
+  }
+  function saveHistory() {
+    try { sessionStorage.setItem(STORE, JSON.stringify(history.slice(-200))); } catch (e) { /* private mode */ }
+  }
+  const labeledCount = () => history.filter((a) => a.kind === "label").length;
 
   // ------------------------------------------------------------------ server calls
   async function post(url, data) {
@@ -41,7 +56,14 @@
 
   async function claim(exclude) {
     const { body } = await post(cfg.claimUrl, { exclude: exclude || [] });
+    setWaiting(body.waiting);
     return body.task;
+  }
+
+  function setWaiting(n) {
+    if (typeof n !== "number") return;
+    waiting = n;
+    $("waiting").textContent = String(Math.max(0, waiting));
   }
 
   function preload(task) {
@@ -109,7 +131,7 @@
       $("head-class").textContent = "\u00a0"; $("zs-class").textContent = "\u00a0";
       setButtons(false);
       $("item-link").hidden = true;
-      waiting = 0; $("waiting").textContent = "0";
+      $("zoom").hidden = true;
       poll();
       return;
     }
@@ -118,13 +140,15 @@
     $("empty").hidden = true;
     photo.hidden = false;
     shownAt = performance.now();
-    photo.onload = () => { shownAt = performance.now(); };
+    photo.onload = () => { shownAt = performance.now(); describeSize(); };
     photo.src = task.image_url;
     photo.alt = `image ${task.image_id}: ${task.source_name}`;
     $("task-meta").textContent = `Task #${task.task_id} · image #${task.image_id} · priority ${task.priority.toFixed(2)}`;
-    const base = task.source_name.split(/[\\/]/).pop();
-    $("fname").textContent = base;
+    // the whole path: fields/1.jpg and roads/1.jpg are different images
+    $("fname").textContent = task.source_name;
     $("fname").title = task.source_name;
+    $("zoom").hidden = false;
+    setZoom(zoom);
     $("batches").textContent = task.batches.length ? `Batch ${task.batches.join(", ")}` : "";
     const reasons = $("reasons");
     reasons.replaceChildren(...task.reasons.map((r) => chip(r.replace(/_/g, " "), `reason-${r}`)));
@@ -143,8 +167,36 @@
     setButtons(true);
   }
 
+  // ------------------------------------------------------------------ zoom
+  // fit: the whole image in the stage (small photos are scaled up); 1 / 2: native pixels,
+  // or twice that, scrolled inside the stage. The resolution and the scale shown are always said.
+  function describeSize() {
+    const photo = $("photo");
+    const w = photo.naturalWidth, h = photo.naturalHeight;
+    if (!w) { $("resolution").textContent = ""; return; }
+    const shown = photo.getBoundingClientRect().width / w;
+    $("resolution").textContent = `${w} × ${h} px · shown at ${Math.round(shown * 100)}%`;
+  }
+
+  function setZoom(mode) {
+    zoom = mode;
+    const view = $("stage-view"), photo = $("photo");
+    view.classList.toggle("native", mode !== "fit");
+    if (mode === "fit") { photo.style.width = ""; photo.style.height = ""; }
+    else if (photo.naturalWidth) {
+      photo.style.width = `${photo.naturalWidth * Number(mode)}px`;
+      photo.style.height = `${photo.naturalHeight * Number(mode)}px`;
+    }
+    document.querySelectorAll("#zoom button").forEach((b) => {
+      b.setAttribute("aria-pressed", String(b.dataset.zoom === mode));
+    });
+    requestAnimationFrame(describeSize);
+  }
+  function cycleZoom() { setZoom({ fit: "1", 1: "2", 2: "fit" }[zoom] || "fit"); }
+  window.addEventListener("resize", describeSize);
+
   function stats() {
-    $("done").textContent = String(history.length);
+    $("done").textContent = String(labeledCount());
     if (times.length) {
       const s = [...times].sort((a, b) => a - b);
       $("pace").textContent = (s[Math.floor(s.length / 2)] / 1000).toFixed(1);
@@ -187,12 +239,14 @@
       const { status, body } = await post(cfg.labelUrl, { task_id: task.task_id, class: cls, time_on_item_ms: ms });
       if (status === 409) { toast(body.error, "warn"); return; }
       if (status === 201) {
-        history.push({ label_id: body.label.label_id, cls });
+        history.push({ kind: "label", label_id: body.label.label_id, cls, task_id: task.task_id });
+        saveHistory();
         times.push(ms);
-        waiting -= 1;
       }
       if (!body.label.closed && status === 201) {
         toast("Kept as an extra label: another reviewer holds this image now.", "info");
+      } else {
+        toast(`Saved “${NAMES[cls]}” for image #${task.image_id}. U undoes it.`, "ok");
       }
       stats();
       await advance();
@@ -207,9 +261,12 @@
     if (busy || !current) return;
     busy = true;
     pulse("#skip");
+    const task = current;
     try {
-      await post(cfg.skipUrl, { task_id: current.task_id });
-      toast("Skipped: someone else will get this one.", "info");
+      await post(cfg.skipUrl, { task_id: task.task_id });
+      history.push({ kind: "skip", task_id: task.task_id, image_id: task.image_id });
+      saveHistory();
+      toast(`Skipped image #${task.image_id}: someone else will get it. U takes the skip back.`, "info");
       await advance();
     } catch (e) {
       toast(`Skip failed: ${e.message}`, "error");
@@ -218,31 +275,50 @@
     }
   }
 
+  // The undone task comes back on screen; the one on screen becomes "next" and the
+  // prefetched one goes back to the queue.
+  async function bringBack(task) {
+    if (nextPromise) await nextPromise;
+    if (next) await post(cfg.releaseUrl, { task_ids: [next.task_id] }).catch(() => null);
+    next = current; nextPromise = null;
+    preload(next);
+    show(task);
+  }
+
   async function undo() {
     if (busy) return;
     busy = true;
     pulse("#undo");
     const last = history.pop();
     try {
+      if (last && last.kind === "skip") {
+        const { body } = await post(cfg.undoUrl, { skip_task_id: last.task_id });
+        saveHistory();
+        if (body.task) {
+          await bringBack(body.task);
+          toast(`Took back the skip of image #${last.image_id}: it is yours again.`, "info");
+        } else {
+          toast(`Took back the skip of image #${last.image_id}, but another reviewer has it now.`, "warn");
+        }
+        return;
+      }
       const { body } = await post(cfg.undoUrl, last ? { label_id: last.label_id } : {});
-      if (last) { times.pop(); waiting += 1; }
+      saveHistory();
+      if (last) times.pop();
       const was = NAMES[body.undone.class] || body.undone.class;
       if (body.task) {
-        // The undone task comes back on screen; the one on screen becomes "next" and the
-        // prefetched one goes back to the queue.
-        if (nextPromise) await nextPromise;
-        if (next) await post(cfg.releaseUrl, { task_ids: [next.task_id] }).catch(() => null);
-        next = current; nextPromise = null;
-        preload(next);
-        show(body.task);
+        await bringBack(body.task);
         toast(`Undid “${was}”: label it again.`, "info");
       } else {
         toast(`Removed your “${was}” label.`, "info");
       }
       stats();
     } catch (e) {
-      if (last) history.push(last);
-      toast(e.status === 404 ? "Nothing to undo." : `Undo failed: ${e.message}`, e.status === 404 ? "info" : "error");
+      if (e.status === 404 && last) { saveHistory(); toast("That action can no longer be undone.", "info"); }
+      else {
+        if (last) history.push(last);
+        toast(e.status === 404 ? "Nothing to undo." : `Undo failed: ${e.message}`, e.status === 404 ? "info" : "error");
+      }
     } finally {
       busy = false;
     }
@@ -260,8 +336,31 @@
 
   const held = () => [current, next].filter(Boolean).map((t) => t.task_id);
   setInterval(() => {
-    if (held().length) post(cfg.renewUrl, { task_ids: held() }).catch(() => null);
+    if (held().length) {
+      post(cfg.renewUrl, { task_ids: held() }).then(({ body }) => setWaiting(body.waiting)).catch(() => null);
+    }
   }, Math.max(10, parseInt(cfg.lease, 10) / 3) * 1000);
+  // the "waiting" counter follows the other reviewers too
+  setInterval(async () => {
+    if (document.visibilityState !== "visible") return;
+    try {
+      const resp = await fetch(cfg.waitingUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (resp.ok) setWaiting((await resp.json()).waiting);
+    } catch (e) { /* next time */ }
+  }, 15000);
+
+  // Signing out: hand the claims back first (while the session still holds), then sign out.
+  const signOut = document.getElementById("sign-out");
+  if (signOut) {
+    signOut.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const ids = held();
+      current = null; next = null; nextPromise = null;
+      stopPoll();
+      if (ids.length) await post(cfg.releaseUrl, { task_ids: ids }).catch(() => null);
+      signOut.submit();
+    });
+  }
 
   window.addEventListener("pagehide", () => {
     // Hand the claims back so nobody waits for the lease to run out.
@@ -274,11 +373,24 @@
   });
 
   // ------------------------------------------------------------------ input
+  const dialog = $("guidelines");
+  function toggleGuidelines() {
+    if (dialog.open) dialog.close(); else dialog.showModal();
+  }
+  $("guidelines-link").addEventListener("click", (e) => { e.preventDefault(); toggleGuidelines(); });
+  $("guidelines-close").addEventListener("click", () => dialog.close());
+  document.querySelectorAll("#zoom button").forEach((b) => {
+    b.addEventListener("click", () => setZoom(b.dataset.zoom));
+  });
+
   document.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
     const tag = (e.target && e.target.tagName) || "";
     if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
+    if (e.key === "?") { e.preventDefault(); toggleGuidelines(); return; }
+    if (dialog.open) return;  // reading the guidelines: no labels by accident
     const k = e.key.toLowerCase();
+    if (k === "z") { e.preventDefault(); cycleZoom(); return; }
     if (KEYS[k]) { e.preventDefault(); label(KEYS[k]); }
     else if (k === "s") { e.preventDefault(); skip(); }
     else if (k === "u") { e.preventDefault(); undo(); }

@@ -60,7 +60,7 @@ def index():
     return render_template("browse.html", rows=rows, f=f, batches=batches, classes=CLASSES,
                            states=IMAGE_STATES, reasons=REASONS, args=args, after=after,
                            next_after=rows[-1][0].id if more and rows else None, mine=mine,
-                           here=request.full_path.rstrip("?"))
+                           back_to=request.full_path.rstrip("?"))
 
 
 def own_labels(session, image_ids: list[int]) -> dict[int, str]:
@@ -85,7 +85,7 @@ def item(image_id: int):
         mine = corrections.own_label(s, image_id, current_user.id)
         mine = mine.cls if mine is not None else None
     return render_template("item.html", h=history, image=history["image"], mine=mine,
-                           classes=CLASSES, here=request.path)
+                           classes=CLASSES, back_to=request.path)
 
 
 def _back(image_id: int) -> str:

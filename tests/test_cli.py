@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -85,3 +86,14 @@ def test_demo_runs_offline_and_says_its_weights_are_random(tmp_path):
     table = out.stdout.split("RANDOM WEIGHTS", 1)[1]
     assert "failed: truncated or corrupt image data" in table and "failed: text file, not an image" in table
     assert "scored, 2 failed" in out.stdout
+    # the table shows whole folder/file names (fields/field-03.jpg, not ...ld-03.jpg)
+    assert re.search(r"^(fields/field|roads/road)-\d\d\.jpg ", table, re.M)
+    assert re.search(r"^demo-broken/truncated\.jpg ", table, re.M)
+    # and it ends with the next three steps, with commands that work when pasted
+    steps = out.stdout.split("Next steps:", 1)[1]
+    data = str((tmp_path / "var").resolve())
+    assert "1. create a reviewer" in steps and f"VERGE_DATA_DIR={data} " in steps
+    assert re.search(r"-m verge users add alice --role reviewer|verge users add alice --role reviewer", steps)
+    assert "2. start the web UI, then open http://127.0.0.1:8000/review" in steps
+    assert re.search(r"-m verge web$|verge web$", steps, re.M)
+    assert re.search(r"3\. label: sign in as alice; \d+ images? (are|is) waiting", steps)

@@ -128,15 +128,43 @@ def run_demo(settings: Settings, data: Path | None = None, serve_after: bool = T
     truth = {str(p): cls for p, cls in held_out}
     print_table(settings, result.batch_id, banner, truth)
     click.echo(f"\nbatch {status['batch']}: {status['scored']} scored, {status['failed']} failed, "
-               f"{status['routed']} routed to review. Try: verge status {status['batch']}")
-    if not serve_after:
-        return
-    password = demo_login(settings)
-    click.secho(f"\nReview them: open http://{settings.web_host}:{settings.web_port}/ and log in as "
-                f"'demo' with password '{password}' (an admin: upload, users, models).", bold=True)
+               f"{status['routed']} routed to review (details: "
+               f"{command(settings, 'status', status['batch'])})")
+    password = demo_login(settings) if serve_after else None
+    next_steps(settings, status["routed"], password)
     if banner:
         click.secho("!! " + banner + " !!", fg="red", bold=True)
-    serve(settings, web=True, env=env)
+    if serve_after:
+        serve(settings, web=True, env=env)
+
+
+def command(settings: Settings, *args: str) -> str:
+    """A `verge` command line that works when pasted into another terminal: this data folder,
+    and the `verge` that is running now (``python -m verge`` when it is not on PATH)."""
+    import shlex
+    import shutil
+
+    exe = "verge" if shutil.which("verge") else f"{shlex.quote(sys.executable)} -m verge"
+    data = shlex.quote(str(settings.data_dir.resolve()))
+    return f"VERGE_DATA_DIR={data} {exe} {' '.join(shlex.quote(a) for a in args)}"
+
+
+def next_steps(settings: Settings, routed: int, demo_password: str | None) -> None:
+    """The three things to do next, each with the exact command: a reviewer, the web UI,
+    labeling."""
+    url = f"http://{settings.web_host}:{settings.web_port}/review"
+    click.secho("\nNext steps:", bold=True)
+    click.echo(f"  1. create a reviewer (you are asked for a password):\n"
+               f"       {command(settings, 'users', 'add', 'alice', '--role', 'reviewer')}")
+    if demo_password:
+        click.echo(f"  2. open the web UI: it is starting now at {url}\n"
+                   f"       (or sign in as the demo admin: name 'demo', password '{demo_password}')")
+    else:
+        click.echo(f"  2. start the web UI, then open {url}:\n"
+                   f"       {command(settings, 'web')}")
+    click.echo(f"  3. label: sign in as alice; {routed} image{'s' if routed != 1 else ''} "
+               f"{'are' if routed != 1 else 'is'} waiting. Keys: 1 field · 2 road · "
+               f"3 road & field · s skip · u undo · ? guidelines")
 
 
 def demo_login(settings: Settings) -> str:
@@ -166,22 +194,25 @@ def print_table(settings: Settings, batch_id: int, banner: str | None, truth: di
     click.echo("")
     if banner:
         click.secho("!! " + banner + " !!", fg="red", bold=True)
-    header = f"{'image':<28} {'truth':<6} {'head p(road)':>12} {'zs p(field)':>11} {'zs p(road)':>10}  {'class':<6} routed"
+    names = {link.source_name: shown_name(link.source_name) for link, _, _ in rows}
+    width = max([len("image"), *map(len, names.values())])
+    header = (f"{'image':<{width}} {'truth':<6} {'head p(road)':>12} {'zs p(field)':>11} "
+              f"{'zs p(road)':>10}  {'class':<6} routed")
     click.echo(header)
     click.echo("-" * len(header) + "-" * 24)
     correct = n = 0
     for link, image, pred in rows:
-        name = "/".join(Path(link.source_name).parts[-2:])[-28:]
+        name = f"{names[link.source_name]:<{width}}"
         t = (truth or {}).get(link.source_name, "")
         if image.status == "failed":
-            click.echo(f"{name:<28} {t:<6} {'failed: ' + (image.error or '')}"[:160])
+            click.echo(f"{name} {t:<6} {'failed: ' + (image.error or '')}")
             continue
         if pred is None:
-            click.echo(f"{name:<28} {t:<6} {image.status}")
+            click.echo(f"{name} {t:<6} {image.status}")
             continue
         head = f"{pred.p_road:.3f}" if pred.p_road is not None else "-"
         routed = f"yes: {pred.reasons}" if pred.routed else "no"
-        click.echo(f"{name:<28} {t:<6} {head:>12} {pred.zs_probs['field']:>11.3f} {pred.zs_p_road:>10.3f}  "
+        click.echo(f"{name} {t:<6} {head:>12} {pred.zs_probs['field']:>11.3f} {pred.zs_p_road:>10.3f}  "
                    f"{pred.predicted_class:<6} {routed}")
         if t:
             n += 1
@@ -189,3 +220,17 @@ def print_table(settings: Settings, batch_id: int, banner: str | None, truth: di
     if n:
         click.echo(f"\nhead accuracy on the {n} held-out photos: {correct / n:.3f}"
                    + (" (random encoder weights)" if banner else ""))
+
+
+def shown_name(source_name: str, width: int = 48) -> str:
+    """The folder and file name; a longer one loses the end of its folder part, never the
+    start of either or the file name (which tells fields/1.jpg from roads/1.jpg)."""
+    name = "/".join(Path(source_name).parts[-2:])
+    if len(name) <= width:
+        return name
+    folder, _, base = name.rpartition("/")
+    if len(base) >= width - 4:  # a very long file name: its start and its suffix
+        suffix = Path(base).suffix[:8]
+        return base[:width - 1 - len(suffix)] + "…" + suffix
+    keep = width - len(base) - 2  # "…" and "/"
+    return f"{folder[:keep]}…/{base}"

@@ -95,7 +95,8 @@ def daily_bars(days: list[tuple[str, int]], css: str = "bar-labels") -> Markup:
 def meter(fraction: float | None) -> Markup:
     """A thin horizontal bar for a rate (agreement) or a probability."""
     if fraction is None:
-        return Markup('<svg class="meter" viewBox="0 0 100 8"><rect class="meter-bg" x="0" y="0" '
+        return Markup('<svg class="meter" viewBox="0 0 100 8" preserveAspectRatio="none">'
+                      '<rect class="meter-bg" x="0" y="0" '
                       'width="100" height="8" rx="4"/></svg>')
     w = max(0.0, min(1.0, fraction)) * 100
     return Markup(f'<svg class="meter" viewBox="0 0 100 8" preserveAspectRatio="none">'

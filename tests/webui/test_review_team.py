@@ -112,6 +112,7 @@ def test_u_takes_back_a_skip(live_app, chromium, seed):
         assert s.get(ReviewTask, t[0]).state == "done"
     page.keyboard.press("2")            # and it can be labeled now
     on_screen(page, t[2])
+    wait_for(lambda: claims(seed.url, "rob") == [t[2], t[3]], page)  # the prefetch is done
     page.reload()                       # the session's actions survive a reload
     on_screen(page, t[2])
     page.keyboard.press("u")            # undoes the "road" label of the second
@@ -220,4 +221,24 @@ def test_rollback_asks_first_and_names_its_target(live_app, chromium, seed):
     # rolling back again would return to the head just retired, and says so
     assert page.locator("button", has_text="Roll back to").inner_text() == f"Roll back to v{ids['model']}"
     assert not [e for e in errors if "broker" not in e], errors
+    page.close()
+
+
+def test_a_batch_page_refreshes_itself_while_its_images_are_scored(live_app, chromium, seed):
+    from store.schema import Image
+
+    base, _ = live_app
+    seed.user("rob")
+    iid = seed.image(batch="june", status="queued")
+    page = chromium.new_page(viewport=DESKTOP)
+    errors = watch_errors(page)
+    sign_in(page, base, "rob", "/batches/1")
+    assert "0 of 1 scored, 1 queued" in page.inner_text("#batch-live")
+    with session_scope(seed.url) as s:     # a worker finishes the image
+        s.get(Image, iid).status = "scored"
+    page.wait_for_function(
+        "() => document.getElementById('batch-live').textContent.includes('1 of 1 scored')",
+        timeout=20000)
+    assert page.get_attribute("#batch-live", "data-refresh") == "0"  # done: it stops asking
+    assert not errors, errors
     page.close()

@@ -2,8 +2,8 @@
 skip.
 
 A correction is a new label row by the same reviewer (source ``correction``, no task: the task
-was closed by the first label), so the history keeps every label in order; the newest label of
-each reviewer is the one that counts for that reviewer (``store.labels.consensus``).
+was closed by the first label), so the history keeps every label in order; in the consensus a
+correction replaces that reviewer's earlier labels of the image (``store.labels.consensus``).
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from typing import Iterator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .corrections import CORRECTION
 from .queries import _chunks
 from .schema import Batch, BatchImage, Image, Label, ModelVersion, Prediction, User
 
@@ -23,19 +24,21 @@ class Consensus:
 
 def consensus(session: Session) -> Consensus:
     """One label per image. People outvote training folders (they may be correcting them);
-    among people the majority wins, each person voting with their newest label; a tie keeps the
-    image out of training and lists it."""
+    among people the majority wins (a reviewer's correction replaces their earlier labels of that
+    image); a tie keeps the image out of training and lists it."""
     human: dict[int, Counter] = defaultdict(Counter)
     folder: dict[int, Counter] = defaultdict(Counter)
-    newest: dict[tuple[int, int], str] = {}  # a reviewer's correction replaces their vote
-    for image_id, user_id, cls in session.execute(select(Label.image_id, Label.user_id, Label.cls)
-                                                  .order_by(Label.id)):
+    votes: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for image_id, user_id, cls, source in session.execute(
+            select(Label.image_id, Label.user_id, Label.cls, Label.source).order_by(Label.id)):
         if user_id is None:
             folder[image_id][cls] += 1
+        elif source == CORRECTION:  # a reviewer's correction replaces their earlier votes
+            votes[image_id, user_id] = [cls]
         else:
-            newest[image_id, user_id] = cls
-    for (image_id, _), cls in newest.items():
-        human[image_id][cls] += 1
+            votes[image_id, user_id].append(cls)
+    for (image_id, _), given in votes.items():
+        human[image_id].update(given)
     out = Consensus()
     for image_id, votes in {**folder, **human}.items():
         ranked = votes.most_common()

@@ -6,7 +6,7 @@ from markupsafe import Markup, escape
 
 W, H = 560, 236
 # room on the left for tick labels and the rotated y-axis title, below for ticks and the x title
-LEFT, RIGHT, TOP, BOTTOM = 58, 12, 14, 44
+LEFT, RIGHT, TOP, BOTTOM = 58, 24, 14, 44
 
 
 def _int_ticks(n: int) -> tuple[int, list[int]]:

@@ -52,6 +52,10 @@ def test_no_serious_or_critical_violation_on_any_page(live_app, chromium, seed, 
     base, _ = live_app
     ids = seed_showcase(seed)
     name = "ada" if role == "admin" else "rob"
+    (seed.settings.data_dir / "guidelines.md").write_text(
+        "# When is it a road?\n\nA **paved or gravel** track wide enough for a car.\n\n"
+        "* field: crops, grass, no track\n* road and field: both, neither dominating\n\n"
+        "See [the survey manual](https://example.org/manual).\n")
     if role == "admin":  # somebody holds images: the queue page offers to release them
         from store import review as store_review
         from store.db import session_scope
@@ -77,6 +81,12 @@ def test_no_serious_or_critical_violation_on_any_page(live_app, chromium, seed, 
         page.goto(base + path)
         settle(page, title)
         report[title] = run_axe(page)
+        if title == "review":  # and with the guidelines open over the image
+            page.keyboard.press("?")
+            page.wait_for_selector("#guidelines[open]")
+            report["review+guidelines"] = run_axe(page)
+            page.screenshot(path=str(ARTIFACTS / f"desktop-{role}-review-guidelines.png"))
+            page.keyboard.press("Escape")
         page.screenshot(path=str(ARTIFACTS / f"desktop-{role}-{title}.png"), full_page=True)
         phone_page.goto(base + path)
         settle(phone_page, title)

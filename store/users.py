@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from . import sessions
 from .schema import Label, User, utcnow
 
 ROLES = ("reviewer", "admin")
@@ -46,13 +47,17 @@ def set_token_hash(session: Session, user_id: int, token_hash: str | None) -> No
 
 
 def set_password_hash(session: Session, user_id: int, password_hash: str) -> None:
+    """A new password signs the user out everywhere."""
     session.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+    sessions.end_all(session, user_id)
 
 
 def set_role(session: Session, user_id: int, role: str) -> None:
+    """A new role signs the user out everywhere: their next session is made under it."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     session.execute(update(User).where(User.id == user_id).values(role=role))
+    sessions.end_all(session, user_id)
 
 
 def list_users(session: Session) -> list[tuple[User, int]]:

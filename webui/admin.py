@@ -12,6 +12,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from store import browse as store_browse
 from store import queries as q
+from store import sessions as store_sessions
 from store import users as store_users
 from store.export import FORMATS, iter_export
 from store.schema import Batch, ModelVersion
@@ -66,6 +67,19 @@ def set_role(user_id: int):
             raise NotFound(f"no user {user_id}")
         store_users.set_role(s, user_id, role)
     flash("Role changed.", "info")
+    return redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<int:user_id>/signout")
+@admin_required
+def sign_out_everywhere(user_id: int):
+    """End every session of the user on the server: a stolen cookie stops working now."""
+    with db() as s:
+        user = store_users.user_by_id(s, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id}")
+        ended, name = store_sessions.end_all(s, user_id), user.name
+    flash(f"Signed {name} out everywhere ({ended} session{'' if ended == 1 else 's'} ended).", "info")
     return redirect(url_for("admin.users"))
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from flask import Flask, redirect, url_for
+from flask import Flask, redirect, request, url_for
 from flask_wtf.csrf import CSRFProtect
 
 from verge.settings import Settings
 
 from . import (
-    admin, api, auth, batches, browse, dashboard, errors, filters, health, images, metrics, queue,
-    review,
+    admin, api, auth, batches, browse, dashboard, errors, filters, health, images, metrics,
+    parsing, queue, review,
 )
 from .security import load_secret_key, secure_headers
 
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if k in names})
 
     app = Flask(__name__)
+    parsing.init_app(app)
     app.config.update(
         SECRET_KEY=load_secret_key(settings.secret_key, settings.data_dir),
         SESSION_COOKIE_NAME="verge_session",
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
 
     auth.init_app(app)   # first: anonymous requests are turned away before anything else runs
+    app.before_request(lambda: parsing.check_request(request))
     csrf.init_app(app)
     errors.init_app(app)
     filters.register(app)

@@ -89,7 +89,9 @@ def test_browse_filters(as_user, seed):
     assert _browse_ids(ann, "?labeled=no&routed=yes") == [road]
     assert _browse_ids(ann, "?reason=disagreement") == [road]
     assert _browse_ids(ann, "?reason=audit") == [audit]
-    assert _browse_ids(ann, "?status=bogus&class=nope&min=x") == [audit, queued, failed, field, road]
+    assert _browse_ids(ann, "?status=bogus&class=nope") == [audit, queued, failed, field, road]
+    bad = ann.get("/browse?min=x")  # a malformed number is refused, not silently dropped
+    assert bad.status_code == 400 and "must be a number from 0 to 1" in bad.get_data(as_text=True)
 
 
 def test_browse_pages_by_key(as_user, seed, monkeypatch):

@@ -165,6 +165,16 @@ class ReviewSkip(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class ReviewClaim(Base):
+    """A reviewer claimed a task (once is enough): what entitles them to label it, even late,
+    after their lease ran out (store/review.py)."""
+    __tablename__ = "review_claim"
+    task_id: Mapped[int] = mapped_column(ForeignKey("review_task.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"),
+                                         primary_key=True)
+
+
 class User(Base):
     __tablename__ = "user_account"  # "user" is reserved in Postgres
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -71,7 +71,7 @@ def label_fields(data: dict) -> tuple[int, str, int | None]:
 def label_payload(label, outcome=None) -> dict:
     out = {"label_id": label.id, "task_id": label.task_id, "image_id": label.image_id,
            "class": label.cls, "source": label.source, "time_on_item_ms": label.time_on_item_ms,
-           "created_at": iso_utc(label.created_at)}
+           "admin_override": bool(label.admin_override), "created_at": iso_utc(label.created_at)}
     if outcome is not None:
         out.update(closed=outcome.closed, duplicate=not outcome.created)
     return out

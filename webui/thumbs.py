@@ -42,14 +42,19 @@ def thumb_path(root: Path, sha256: str) -> Path:
 
 def ensure_thumbnail(source: Path, target: Path, max_pixels: int) -> bool:
     """Write a JPEG thumbnail of ``source`` to ``target`` unless it is there already. False when
-    the image cannot be decoded (the caller shows a placeholder)."""
+    the image cannot be decoded or has more than ``max_pixels`` pixels (VERGE_MAX_IMAGE_PIXELS,
+    the workers' limit, checked from the header before any pixel is decoded; PIL's own guard
+    only refuses twice its limit). The caller shows a placeholder."""
     if target.exists():
         return True
     from PIL import Image, ImageOps
 
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    Image.MAX_IMAGE_PIXELS = None  # PIL's guard is approximate (2x); the exact check is below
     try:
         with Image.open(source) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                return False
             im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a reduced scale
             im = ImageOps.exif_transpose(im)
             im.thumbnail((THUMB_PX, THUMB_PX))

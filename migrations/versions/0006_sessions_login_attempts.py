@@ -1,4 +1,4 @@
-"""server-side web sessions, shared login-attempt counts, admin label overrides
+"""server-side web sessions, shared login-attempt counts, claims recorded, admin label overrides
 
 Revision ID: 0006
 Revises: 0005
@@ -34,6 +34,14 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_login_attempt_window_start'), 'login_attempt', ['window_start'],
                     unique=False)
+    op.create_table(
+        'review_claim',
+        sa.Column('task_id', sa.Integer(), nullable=False),
+        sa.Column('user_id', sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(['task_id'], ['review_task.id'], ondelete='CASCADE'),
+        sa.ForeignKeyConstraint(['user_id'], ['user_account.id'], ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('task_id', 'user_id'),
+    )
     with op.batch_alter_table('label', schema=None) as batch_op:
         batch_op.add_column(sa.Column('admin_override', sa.Boolean(), nullable=False,
                                       server_default=sa.text('false')))
@@ -42,6 +50,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('label', schema=None) as batch_op:
         batch_op.drop_column('admin_override')
+    op.drop_table('review_claim')
     op.drop_index(op.f('ix_login_attempt_window_start'), table_name='login_attempt')
     op.drop_table('login_attempt')
     op.drop_index(op.f('ix_web_session_user_id'), table_name='web_session')

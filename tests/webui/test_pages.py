@@ -70,7 +70,7 @@ def test_browse_filters(as_user, seed):
     failed = seed.image(batch="b", status="failed")
     queued = seed.image(batch="a", status="queued")
     audit, audit_task = seed.routed(0.1, p_road=0.95, zs_p_road=0.9, reasons="audit", batch="b")
-    ann = as_user("ann")
+    ann = as_user("ann", "admin")  # an admin may label a task they did not claim
     ann.post("/review/api/claim", json={})
     ann.post("/review/api/label", json={"task_id": audit_task, "class": "road"})  # not the top one
     ann.post("/review/api/claim", json={"exclude": []})
@@ -113,7 +113,7 @@ def test_the_item_page_shows_predictions_labels_and_tasks(as_user, seed):
     seed.predict(iid, None, 0.45, "near_threshold")
     pid = seed.predict(iid, 0.58, 0.45, "near_threshold,disagreement", model_version_id=mv)
     tid = seed.task(iid, 0.84, "near_threshold,disagreement", pid)
-    ann, bob = as_user("ann"), as_user("bob")
+    ann, bob = as_user("ann"), as_user("bob", "admin")  # bob: a second opinion, by override
     ann.post("/review/api/claim", json={})
     ann.post("/review/api/label", json={"task_id": tid, "class": "road", "time_on_item_ms": 4200})
     bob.post("/review/api/label", json={"task_id": tid, "class": "road_and_field"})
@@ -166,7 +166,7 @@ def test_dashboard_draws_histograms_agreement_and_labels_per_day(as_user, seed):
         iid = seed.image()
         pid = seed.predict(iid, p_head, p_zs, "near_threshold", model_version_id=mv)
         tasks.append(seed.task(iid, 0.5, "near_threshold", pid))
-    ann = as_user("ann")
+    ann = as_user("ann", "admin")  # labels the tasks without claiming each: an admin override
     for tid, cls in zip(tasks, ["field", "field", "road", "road_and_field"]):
         ann.post("/review/api/label", json={"task_id": tid, "class": cls})
     from store import browse

@@ -4,7 +4,9 @@ One rule everywhere (paths, query strings, forms, JSON): a whole number is ASCII
 JSON integer or a string of them), optionally signed where negatives make sense, and fits the
 database's 64-bit integers. ``2.9``, ``"2.9"``, ``1e400``, ``Infinity``, ``"٢"`` and
 ``99999999999999999999`` are refused with a 400 that says which field and why -- never taken as
-another number, never passed to the database to overflow there.
+another number, never passed to the database to overflow there. A JSON number with no fraction
+(``2.0``) is the integer it equals, as JSON Schema counts it, within the range floats hold
+exactly (2**53).
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ def whole_number(raw, name: str, lo: int = 0, hi: int = MAX_INT) -> int:
     value = None
     if isinstance(raw, int) and not isinstance(raw, bool):
         value = raw
+    elif isinstance(raw, float) and raw.is_integer() and abs(raw) <= 2**53:
+        value = int(raw)
     elif isinstance(raw, str) and _WHOLE.fullmatch(raw.strip()):
         value = int(raw.strip())
     if value is None or not lo <= value <= hi:

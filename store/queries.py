@@ -116,8 +116,8 @@ def _ids_by_sha(session: Session, shas: Sequence[str]) -> dict[str, int]:
 
 
 def find_batch(session: Session, ref: str | int) -> Batch | None:
-    """A batch by id (ASCII digits within 64 bits) or else by name."""
-    if isinstance(ref, int) or re.fullmatch(r"[0-9]{1,19}", str(ref)) and int(ref) < 2**63:
+    """A batch by id (ASCII digits within the integer column's 32 bits) or else by name."""
+    if isinstance(ref, int) or re.fullmatch(r"[0-9]{1,10}", str(ref)) and int(ref) < 2**31:
         found = session.get(Batch, int(ref))
         if found:
             return found

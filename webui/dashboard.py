@@ -22,7 +22,7 @@ def index():
         active = q.active_model(s)
         if choice == "zs":
             model_id = None
-        elif re.fullmatch(r"[0-9]{1,19}", choice) and any(v.id == int(choice) for v in versions):
+        elif re.fullmatch(r"[0-9]{1,10}", choice) and any(v.id == int(choice) for v in versions):
             model_id = int(choice)
         else:
             model_id = active.id if active else None

@@ -2,8 +2,9 @@
 
 One rule everywhere (paths, query strings, forms, JSON): a whole number is ASCII digits (a
 JSON integer or a string of them), optionally signed where negatives make sense, and fits the
-database's 64-bit integers. ``2.9``, ``"2.9"``, ``1e400``, ``Infinity``, ``"٢"`` and
-``99999999999999999999`` are refused with a 400 that says which field and why -- never taken as
+database's integer columns: 32 bits, as ``Integer`` is on Postgres (SQLite would take 64, but
+an id beyond 2**31 - 1 makes Postgres fail the whole statement). ``2.9``, ``"2.9"``, ``1e400``,
+``Infinity``, ``"٢"`` and ``99999999999999999999`` are refused with a 400 that says which field and why -- never taken as
 another number, never passed to the database to overflow there. A JSON number with no fraction
 (``2.0``) is the integer it equals, as JSON Schema counts it, within the range floats hold
 exactly (2**53).
@@ -17,10 +18,10 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import IntegerConverter, ValidationError
 
-MAX_INT = 2**63 - 1          # SQLite's and Postgres' bigint; ids never get near it
+MAX_INT = 2**31 - 1          # Postgres' integer (the schema's ids and counts)
 MAX_JSON_DEPTH = 32          # verge's bodies are two levels deep
 MAX_JSON_BYTES = 1_000_000   # a label post is ~100 bytes
-_WHOLE = re.compile(r"[+-]?[0-9]{1,19}")
+_WHOLE = re.compile(r"[+-]?[0-9]{1,10}")
 
 
 def whole_number(raw, name: str, lo: int = 0, hi: int = MAX_INT) -> int:
@@ -39,9 +40,9 @@ def whole_number(raw, name: str, lo: int = 0, hi: int = MAX_INT) -> int:
 
 
 class StrictIntConverter(IntegerConverter):
-    """``<int:...>`` in every route: ASCII digits within 64 bits (Werkzeug's own converter takes
-    any Unicode digit and any size). Anything else matches no route: 404."""
-    regex = r"[0-9]{1,19}"
+    """``<int:...>`` in every route: ASCII digits within the database's integers (Werkzeug's own
+    converter takes any Unicode digit and any size). Anything else matches no route: 404."""
+    regex = r"[0-9]{1,10}"
 
     def to_python(self, value: str) -> int:
         number = int(value)

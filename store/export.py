@@ -14,6 +14,16 @@ CSV_FIELDS = ["image_id", "sha256", "source_name", "batches", "status", "error",
               "head_p_road", "head_probs", "zero_shot_probs", "model_version", "model_kind", "routed",
               "reasons", "human_labels", "final_label", "final_label_source"]
 FORMATS = ("csv", "jsonl")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A CSV cell a spreadsheet shows as text: a string that a spreadsheet would run as a
+    formula (starting with = + - @, a tab or a carriage return) gets a leading apostrophe, as
+    OWASP recommends against CSV injection. JSON lines stay raw."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def iter_export(session: Session, fmt: str, batch_id: int | None = None) -> Iterator[str]:
@@ -42,7 +52,7 @@ def iter_export(session: Session, fmt: str, batch_id: int | None = None) -> Iter
         flat["human_labels"] = ";".join(f"{h['reviewer']}={h['class']}" for h in row["human_labels"])
         for key in ("head_probs", "zero_shot_probs"):
             flat[key] = json.dumps(row[key]) if row[key] is not None else ""
-        writer.writerow(flat)
+        writer.writerow({k: csv_cell(v) for k, v in flat.items()})
         yield take()
 
 

@@ -4,6 +4,7 @@ transaction, so a chunk's writes land together or not at all.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -115,7 +116,8 @@ def _ids_by_sha(session: Session, shas: Sequence[str]) -> dict[str, int]:
 
 
 def find_batch(session: Session, ref: str | int) -> Batch | None:
-    if isinstance(ref, int) or str(ref).isdigit():
+    """A batch by id (ASCII digits within the integer column's 32 bits) or else by name."""
+    if isinstance(ref, int) or re.fullmatch(r"[0-9]{1,10}", str(ref)) and int(ref) < 2**31:
         found = session.get(Batch, int(ref))
         if found:
             return found

@@ -31,7 +31,8 @@ from sqlalchemy import Integer, Row, case, delete, exists, func, literal, or_, s
 from sqlalchemy.orm import Session
 
 from .schema import (
-    CLASSES, Batch, BatchImage, Image, Label, Prediction, ReviewSkip, ReviewTask, User, utcnow,
+    CLASSES, Batch, BatchImage, Image, Label, Prediction, ReviewClaim, ReviewSkip, ReviewTask,
+    User, utcnow,
 )
 
 MAX_EXCLUDE = 8
@@ -39,6 +40,7 @@ MAX_EXCLUDE = 8
 # cost more than the statements themselves on this hot path.
 RT = ReviewTask.__table__
 LB = Label.__table__
+RC = ReviewClaim.__table__
 
 
 def _claimable(table=RT):
@@ -58,12 +60,21 @@ class TaskNotFound(LookupError):
     pass
 
 
+class NotClaimed(PermissionError):
+    """A reviewer labels only a task they claimed (or correct their own label)."""
+
+
 @dataclass
 class LabelOutcome:
     label: Row              # the stored label row (the earlier one for a double post)
     created: bool           # False: this exact label was already stored (double post)
     closed: bool            # this label closed the task
     conflict: bool = False  # a double post with another class: nothing changed
+
+    @property
+    def override(self) -> bool:
+        """An admin labeled a task they had not claimed."""
+        return bool(self.label.admin_override)
 
 
 @dataclass
@@ -116,13 +127,16 @@ def claim_next(session: Session, user_id: int, owner: str, lease_s: float,
             .with_for_update(skip_locked=True))
     if exclude:
         cand = cand.where(t.id.not_in(exclude))
-    return session.execute(
+    claimed = session.execute(
         update(RT)
         .where(RT.c.id == cand.scalar_subquery(),
                or_(RT.c.state == "open",
                    (RT.c.state == "claimed") & (RT.c.lease_expires_at < now)))
         .values(state="claimed", lease_owner=owner, lease_expires_at=until, updated_at=now)
         .returning(RT.c.id)).scalar()
+    if claimed is not None:  # entitles the reviewer to label it, even after the lease ran out
+        _insert_ignore(session, RC, {"task_id": claimed, "user_id": user_id})
+    return claimed
 
 
 def renew(session: Session, owner: str, task_ids: Sequence[int], lease_s: float) -> list[int]:
@@ -162,24 +176,36 @@ def skip(session: Session, task_id: int, user_id: int, owner: str) -> bool:
 
 
 def post_label(session: Session, task_id: int, user_id: int, owner: str, cls: str, source: str,
-               time_on_item_ms: int | None = None) -> LabelOutcome:
+               time_on_item_ms: int | None = None, admin: bool = False) -> LabelOutcome:
     """Store a reviewer's label for a task and close the task if the lease rule allows (see the
-    module docstring). Raises TaskNotFound, or ValueError for a class verge does not know.
-    Two statements: the label (taking the image from the task), then the conditional close."""
+    module docstring). A reviewer labels only a task they claimed at some point (or one they
+    labeled before: a double post or a correction); an admin may label any task, and a label
+    on a task they had not claimed is stored with ``admin_override``. Raises TaskNotFound,
+    NotClaimed, or ValueError for a class verge does not know.
+    Two statements: the label (taking the image from the task, under the claim condition),
+    then the conditional close."""
     if cls not in CLASSES:
         raise ValueError(f"class must be one of {', '.join(CLASSES)}, not {cls!r}")
     now = utcnow()
+    claimed = or_(func.coalesce(RT.c.lease_owner, "") == owner,
+                  exists().where(RC.c.task_id == RT.c.id, RC.c.user_id == user_id))
     row = select(RT.c.image_id, literal(user_id), RT.c.id, literal(source), literal(cls),
-                 literal(time_on_item_ms, Integer), literal(now, LB.c.created_at.type)
-                 ).where(RT.c.id == task_id)
-    cols = ["image_id", "user_id", "task_id", "source", "cls", "time_on_item_ms", "created_at"]
+                 literal(time_on_item_ms, Integer), literal(now, LB.c.created_at.type),
+                 ~claimed if admin else literal(False)).where(RT.c.id == task_id)
+    if not admin:
+        row = row.where(claimed)
+    cols = ["image_id", "user_id", "task_id", "source", "cls", "time_on_item_ms", "created_at",
+            "admin_override"]
     new = _insert_ignore(session, LB, row, returning=tuple(LB.c), from_select=cols)
-    if new is None:  # no such task, or this reviewer already labeled it
+    if new is None:  # no such task, this reviewer already labeled it, or never claimed it
         earlier = session.execute(select(LB).where(LB.c.task_id == task_id,
                                                    LB.c.user_id == user_id)).first()
-        if earlier is None:
+        if earlier is not None:
+            return LabelOutcome(earlier, created=False, closed=False, conflict=earlier.cls != cls)
+        if session.scalar(select(RT.c.id).where(RT.c.id == task_id)) is None:
             raise TaskNotFound(f"no review task {task_id}")
-        return LabelOutcome(earlier, created=False, closed=False, conflict=earlier.cls != cls)
+        raise NotClaimed(f"task {task_id} was never claimed by you: claim it first "
+                         f"(the review page, or POST /api/v1/tasks/next)")
     closed = session.execute(
         update(RT)
         .where(RT.c.id == task_id, _CLAIMABLE["review_task"],

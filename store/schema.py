@@ -165,6 +165,16 @@ class ReviewSkip(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class ReviewClaim(Base):
+    """A reviewer claimed a task (once is enough): what entitles them to label it, even late,
+    after their lease ran out (store/review.py)."""
+    __tablename__ = "review_claim"
+    task_id: Mapped[int] = mapped_column(ForeignKey("review_task.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"),
+                                         primary_key=True)
+
+
 class User(Base):
     __tablename__ = "user_account"  # "user" is reserved in Postgres
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -185,6 +195,8 @@ class Label(Base):
     source: Mapped[str] = mapped_column(String(200))  # "review", "api", "training:<dir>"
     cls: Mapped[str] = mapped_column(String(20))
     time_on_item_ms: Mapped[int | None] = mapped_column(Integer)
+    # an admin labeled a task they had not claimed (reviewers cannot: store/review.py)
+    admin_override: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     __table_args__ = (
         # a reviewer labels a task once: a double-posted label is stored once
@@ -194,6 +206,27 @@ class Label(Base):
         # labels per day on the dashboard
         Index("ix_label_created_at", "created_at"),
     )
+
+
+class WebSession(Base):
+    """A signed-in browser. The session cookie carries a random id whose SHA-256 is ``id``: the
+    cookie is only good while its row exists, so logout, a password or role change and an
+    admin's "sign out everywhere" end it on the server (store/sessions.py)."""
+    __tablename__ = "web_session"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class LoginAttempt(Base):
+    """Sign-in attempts per key (a name at an address, or an address) in the current window,
+    counted by one atomic upsert before the password is checked (store/throttle.py), so every
+    server process and machine sharing the database shares the count."""
+    __tablename__ = "login_attempt"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of what is counted
+    attempts: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[dt.datetime] = mapped_column(index=True)
 
 
 class JobLock(Base):

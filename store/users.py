@@ -8,12 +8,12 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from . import sessions
 from .schema import Label, User, utcnow
 
 ROLES = ("reviewer", "admin")
 # A disabled account keeps its password hash behind this prefix (as /etc/shadow locks with "!"):
-# no password matches it, the session fingerprint built from it changes (signed out everywhere),
-# and enabling the account again restores the old password.
+# no password matches it, and enabling the account again restores the old password.
 DISABLED = "!"
 
 
@@ -50,13 +50,17 @@ def set_token_hash(session: Session, user_id: int, token_hash: str | None) -> No
 
 
 def set_password_hash(session: Session, user_id: int, password_hash: str) -> None:
+    """A new password signs the user out everywhere."""
     session.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+    sessions.end_all(session, user_id)
 
 
 def set_role(session: Session, user_id: int, role: str) -> None:
+    """A new role signs the user out everywhere: their next session is made under it."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     session.execute(update(User).where(User.id == user_id).values(role=role))
+    sessions.end_all(session, user_id)
 
 
 def list_users(session: Session) -> list[tuple[User, int]]:
@@ -72,7 +76,8 @@ def is_disabled(user: User) -> bool:
 
 
 def set_disabled(session: Session, user_id: int, disabled: bool) -> bool:
-    """Disable (or enable again) an account; a disabled one also loses its API token.
+    """Disable (or enable again) an account; a disabled one is signed out everywhere and loses
+    its API token.
     Returns False when it was already in that state."""
     user = session.get(User, user_id)
     if user is None:
@@ -82,6 +87,7 @@ def set_disabled(session: Session, user_id: int, disabled: bool) -> bool:
     if disabled:
         user.password_hash = DISABLED + user.password_hash
         user.token_hash = None
+        sessions.end_all(session, user_id)
     else:
         user.password_hash = user.password_hash[len(DISABLED):]
     session.flush()

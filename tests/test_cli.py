@@ -97,3 +97,27 @@ def test_demo_runs_offline_and_says_its_weights_are_random(tmp_path):
     assert "2. start the web UI, then open http://127.0.0.1:8000/review" in steps
     assert re.search(r"-m verge web$|verge web$", steps, re.M)
     assert re.search(r"3\. label: sign in as alice; \d+ images? (are|is) waiting", steps)
+
+
+def test_submit_of_missing_paths_exits_non_zero_and_names_them(tiny_env, tmp_path):
+    from tests.corpus import jpeg_bytes
+
+    gone, also_gone = tmp_path / "no-such-dir", tmp_path / "nope.jpg"
+    proc = verge(tiny_env, "submit", str(gone), str(also_gone), "--batch", "x", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert lines == [f"skipped {gone}: no such file or folder",
+                     f"skipped {also_gone}: no such file or folder",
+                     "verge: error: nothing to submit: none of the 2 paths given exist; "
+                     "no batch was created"]
+    assert json.loads(verge(tiny_env, "status", "--json").stdout)["batches"] == []  # no empty batch
+
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes(1))
+    proc = verge(tiny_env, "submit", str(gone), str(tmp_path / "a.jpg"), "--batch", "y", check=False)
+    assert proc.returncode == 1  # as cp and rsync: the rest went in, the status says not all
+    assert f"skipped {gone}: no such file or folder" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "verge: error: 1 of 2 paths given do not exist (named above); the rest were submitted "
+        "as batch y")
+    batches = json.loads(verge(tiny_env, "status", "--json").stdout)["batches"]
+    assert [(b["batch"], b["total"]) for b in batches] == [("y", 1)]

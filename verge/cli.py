@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -134,6 +135,13 @@ def submit(paths, batch_name, path_lists, wait, timeout, as_json):
 
     if not paths and not path_lists:
         raise UserError("nothing to submit: give files, folders or --from LIST")
+    missing = _missing(paths, path_lists)
+    if len(missing) == len(paths) + len(path_lists):  # nothing given exists: no (empty) batch
+        for path in missing:
+            click.echo(f"skipped {path}: no such file or folder", err=True)
+        given = "the path given does not" if len(missing) == 1 else \
+            f"none of the {len(missing)} paths given"
+        raise UserError(f"nothing to submit: {given} exist; no batch was created")
     settings = _settings()
     _migrated(settings)
     result = submit_paths(settings, paths, batch_name, path_lists,
@@ -148,8 +156,21 @@ def submit(paths, batch_name, path_lists, wait, timeout, as_json):
         click.echo(json.dumps({**result.as_dict(), **({"status": status} if status else {})}, indent=2))
     elif status:
         click.echo(_status_line(status))
+    if missing:  # as cp and rsync do: the rest went in, and the exit status says not all did
+        raise UserError(f"{len(missing)} of {len(paths) + len(path_lists)} paths given do not "
+                        f"exist (named above); the rest were submitted as batch {result.batch}")
     if status and status["queued"]:
         sys.exit(2)
+
+
+def _missing(paths, path_lists) -> list:
+    """The paths and --from lists given that do not exist (URLs such as s3://... are left to
+    the submission to judge)."""
+    def local(p) -> bool:
+        return not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(p))
+
+    return ([p for p in paths if local(p) and not Path(p).exists()]
+            + [p for p in path_lists if local(p) and not Path(p).is_file()])
 
 
 def _batch_status(settings: Settings, batch_ref) -> dict:

@@ -213,6 +213,11 @@ class Settings:
     https: bool = _setting(
         "VERGE_HTTPS", False, _bool,
         "`1` when the web UI is served over HTTPS (behind a proxy): cookies are then marked Secure.")
+    trusted_proxies: int = _setting(
+        "VERGE_TRUSTED_PROXIES", 0, _non_negative_int,
+        "Reverse proxies in front of the web UI whose `X-Forwarded-For`/`-Proto`/`-Host` headers "
+        "are trusted (Werkzeug's ProxyFix, this many hops). Behind one proxy set `1`, so that the "
+        "login throttle sees each client's own address; `0` trusts no such header.")
     review_lease: int = _setting(
         "VERGE_REVIEW_LEASE", 600, _positive_int,
         "Seconds a reviewer holds a claimed review task; an expired lease returns it to the queue.")

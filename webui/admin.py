@@ -12,6 +12,7 @@ from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from store import browse as store_browse
 from store import queries as q
+from store import sessions as store_sessions
 from store import users as store_users
 from store.export import FORMATS, iter_export
 from store.schema import Batch, ModelVersion
@@ -69,11 +70,23 @@ def set_role(user_id: int):
     return redirect(url_for("admin.users"))
 
 
+@bp.post("/users/<int:user_id>/signout")
+@admin_required
+def sign_out_everywhere(user_id: int):
+    """End every session of the user on the server: a stolen cookie stops working now."""
+    with db() as s:
+        user = store_users.user_by_id(s, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id}")
+        ended, name = store_sessions.end_all(s, user_id), user.name
+    flash(f"Signed {name} out everywhere ({ended} session{'' if ended == 1 else 's'} ended).", "info")
+    return redirect(url_for("admin.users"))
+
+
 @bp.post("/users/<int:user_id>/password")
 @admin_required
 def reset_password(user_id: int):
-    """Set a new password for somebody; their open sessions end (the session fingerprint is
-    built from the password hash)."""
+    """Set a new password for somebody; their open sessions end on the server."""
     password = request.form.get("password", "")
     if len(password) < 8:
         raise BadRequest("a password is at least 8 characters")

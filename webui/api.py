@@ -9,6 +9,7 @@ from werkzeug.exceptions import Forbidden, NotFound
 
 from store import browse as store_browse
 from store import users as store_users
+from store.review import iso_utc
 from workers.errors import BrokerUnavailable
 
 from . import review
@@ -56,7 +57,7 @@ def batch_status(ref: str):
         st = store_browse.batch_status(s, ref)
     if st is None:
         raise NotFound(f"no batch named or numbered {ref!r}")
-    st["created_at"] = st["created_at"].isoformat() if st["created_at"] else None
+    st["created_at"] = iso_utc(st["created_at"])  # SQLite hands back naive UTC
     return jsonify(st)
 
 
@@ -100,3 +101,11 @@ def list_labels():
 @bp.get("/images/<int:image_id>")
 def image(image_id: int):
     return send_image(image_id)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """This API's OpenAPI 3.1 document (webui/openapi.py)."""
+    from .openapi import document
+
+    return jsonify(document())

@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from flask import Flask, redirect, url_for
+from flask import Flask, redirect, request, url_for
 from flask_wtf.csrf import CSRFProtect
 
 from verge.settings import Settings
 
 from . import (
     admin, api, auth, batches, browse, dashboard, errors, filters, guidelines, health, images,
-    metrics, queue, review,
+    metrics, parsing, queue, review,
 )
 from .security import load_secret_key, secure_headers
 
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if k in names})
 
     app = Flask(__name__)
+    parsing.init_app(app)
     app.config.update(
         SECRET_KEY=load_secret_key(settings.secret_key, settings.data_dir),
         SESSION_COOKIE_NAME="verge_session",
@@ -46,14 +47,19 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,          # valid for the session: a review page stays open all day
         WTF_CSRF_SSL_STRICT=settings.https,
         LOGIN_FAIL_DELAY_S=0.5,            # every failed login costs the guesser this long
+        # sign-in attempts allowed per window (store/throttle.py): for one name from one
+        # address, and from one address for all names together
+        LOGIN_WINDOW_S=900, LOGIN_ATTEMPTS_PER_NAME=5, LOGIN_ATTEMPTS_PER_ADDRESS=50,
         VERGE_SETTINGS=settings,
     )
     app.config.update({k: v for k, v in overrides.items() if k not in names})
-    if settings.https:  # behind a TLS-terminating proxy: trust its scheme and client address
+    if settings.trusted_proxies:  # the client's address and scheme as the proxies saw them
         from werkzeug.middleware.proxy_fix import ProxyFix
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
 
     auth.init_app(app)   # first: anonymous requests are turned away before anything else runs
+    app.before_request(lambda: parsing.check_request(request))
     csrf.init_app(app)
     errors.init_app(app)
     filters.register(app)

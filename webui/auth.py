@@ -12,16 +12,17 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flask import (
-    Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, session,
+    Blueprint, abort, current_app, flash, g, jsonify, redirect, render_template, request, session,
     url_for,
 )
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
+from store import sessions as store_sessions
+from store import throttle
 from store import users as store_users
 
 from .context import db, wants_json
-from .ratelimit import LoginThrottle
-from .security import TOKEN_PREFIX, session_fingerprint, token_digest, verify_password
+from .security import TOKEN_PREFIX, token_digest, verify_password
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
@@ -36,31 +37,31 @@ class WebUser(UserMixin):
     id: int
     name: str
     role: str
-    fingerprint: str = ""
+    sid: str = ""  # the server-side session this browser is signed in under (store/sessions.py)
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
 
     def get_id(self) -> str:
-        return f"{self.id}.{self.fingerprint}"
+        return f"{self.id}.{self.sid}"
 
     @classmethod
-    def of(cls, row) -> "WebUser":
-        return cls(row.id, row.name, row.role, session_fingerprint(row.password_hash))
+    def of(cls, row, sid: str = "") -> "WebUser":
+        return cls(row.id, row.name, row.role, sid)
 
 
 @login_manager.user_loader
 def _load(session_id: str) -> WebUser | None:
-    uid, _, fingerprint = session_id.partition(".")
-    if not uid.isdigit():
+    """The cookie names a server-side session: it counts only while that session lives."""
+    uid, _, sid = session_id.partition(".")
+    if not sid:
         return None
+    idle_s = current_app.permanent_session_lifetime.total_seconds()
     with db() as s:
-        row = store_users.user_by_id(s, int(uid))
-        if row is None:
-            return None
-        user = WebUser.of(row)
-    return user if user.fingerprint == fingerprint else None  # password changed: signed out
+        row = store_sessions.user_for(s, sid, idle_s)
+        user = WebUser.of(row, sid) if row is not None else None
+    return user if user is not None and str(user.id) == uid else None
 
 
 @login_manager.unauthorized_handler
@@ -79,9 +80,6 @@ def _require_login():
 
 
 def init_app(app) -> None:
-    # per app: by name (a targeted account) and by address (one client spraying names)
-    app.extensions["verge_login_throttle"] = (LoginThrottle(free_failures=5),
-                                              LoginThrottle(free_failures=20))
     login_manager.init_app(app)
     login_manager.session_protection = "basic"
     app.before_request(_require_login)
@@ -124,6 +122,42 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def _throttle_keys(name: str) -> tuple[str, str]:
+    addr = request.remote_addr or ""
+    return throttle.key("name", name.lower(), addr), throttle.key("addr", addr)
+
+
+def _attempt_allowed(name: str) -> float:
+    """Count this sign-in attempt (committed before any password is compared) for the name at
+    this address and for the address; seconds to wait when either is over its allowance, else 0.
+    Keyed by name *and* address, so a stranger guessing a name elsewhere never locks its owner
+    out; the address-wide count stops one client from spraying many names."""
+    cfg = current_app.config
+    name_key, addr_key = _throttle_keys(name)
+    with db() as s:
+        by_name = throttle.count_attempt(s, name_key, cfg["LOGIN_WINDOW_S"])
+        by_addr = throttle.count_attempt(s, addr_key, cfg["LOGIN_WINDOW_S"])
+    over = [wait for (n, wait), allowed in ((by_name, cfg["LOGIN_ATTEMPTS_PER_NAME"]),
+                                            (by_addr, cfg["LOGIN_ATTEMPTS_PER_ADDRESS"]))
+            if n > allowed]
+    return max(1.0, *over) if over else 0.0
+
+
+def _signed_in(row, name: str) -> None:
+    """Start a new server-side session in a fresh cookie: nothing planted in the anonymous
+    session (a CSRF token, flashes) survives into the signed-in one."""
+    name_key, addr_key = _throttle_keys(name)
+    with db() as s:
+        throttle.forget(s, name_key)
+        throttle.give_back(s, addr_key)
+        sid = store_sessions.start(s, row.id)
+        store_sessions.prune(s, current_app.permanent_session_lifetime.total_seconds())
+    session.clear()
+    g.pop("csrf_token", None)  # Flask-WTF caches the request's token here
+    session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME without a request
+    login_user(WebUser.of(row, sid))
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     if current_user.is_authenticated and request.method == "GET":
@@ -132,9 +166,7 @@ def login():
         return render_template("login.html", next=request.args.get("next", ""))
     name = request.form.get("name", "").strip()[:100]
     password = request.form.get("password", "")
-    by_name, by_address = current_app.extensions["verge_login_throttle"]
-    keys_name, keys_addr = f"name:{name.lower()}", f"addr:{request.remote_addr}"
-    wait = max(by_name.wait_s(keys_name), by_address.wait_s(keys_addr))
+    wait = _attempt_allowed(name)
     if wait > 0:
         flash(f"Too many failed sign-ins. Try again in {int(wait) + 1} seconds.", "error")
         resp = current_app.make_response(
@@ -144,16 +176,11 @@ def login():
     with db() as s:
         row = store_users.user_by_name(s, name)
         ok = verify_password(row.password_hash if row else None, password)
-        user = WebUser.of(row) if ok else None
-    if user is None:
-        by_name.failed(keys_name)
-        by_address.failed(keys_addr)
+    if not ok:
         time.sleep(current_app.config["LOGIN_FAIL_DELAY_S"])
         flash("Wrong name or password.", "error")
         return render_template("login.html", next=request.form.get("next", ""), name=name), 401
-    by_name.succeeded(keys_name)
-    session.permanent = True  # expires after PERMANENT_SESSION_LIFETIME without a request
-    login_user(user)
+    _signed_in(row, name)
     return redirect(_safe_next(request.form.get("next")))
 
 
@@ -163,8 +190,11 @@ def logout():
     # (the review page also hands them back itself before it submits this form).
     from store.leases import release_all
 
-    with db() as s:
-        release_all(s, current_user.name)
+    if current_user.is_authenticated:
+        with db() as s:
+            release_all(s, current_user.name)
+            store_sessions.end(s, current_user.sid)  # the cookie is worthless from here on
     logout_user()
+    session.clear()
     flash("Signed out.", "info")
     return redirect(url_for("auth.login"))

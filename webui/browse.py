@@ -19,14 +19,18 @@ from .filters import class_name
 
 bp = Blueprint("browse", __name__)
 PAGE = 60
+# the query parameters a page link carries on (never arbitrary keys: they would reach url_for)
+FILTER_PARAMS = ("batch", "status", "class", "min", "max", "routed", "labeled", "reason")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
 
 
 def _float(name: str) -> float | None:
-    try:
-        value = float(request.args.get(name, ""))
-    except ValueError:
+    raw = request.args.get(name, "").strip()
+    if not raw:
         return None
-    return min(max(value, 0.0), 1.0)
+    if not _DECIMAL.fullmatch(raw):
+        raise BadRequest(f"'{name}' must be a number from 0 to 1")
+    return min(max(float(raw), 0.0), 1.0)
 
 
 def _tri(name: str) -> bool | None:
@@ -34,7 +38,8 @@ def _tri(name: str) -> bool | None:
 
 
 def parse_filter() -> store_browse.BrowseFilter:
-    """Filters from the query string; anything unknown is ignored rather than an error."""
+    """Filters from the query string: a malformed number is a 400; an unknown status, class or
+    reason is ignored."""
     a = request.args
     reason = a.get("reason", "")
     return store_browse.BrowseFilter(
@@ -56,7 +61,7 @@ def index():
         more = len(rows) > PAGE
         rows = rows[:PAGE]
         mine = own_labels(s, [image.id for image, _, _ in rows])
-    args = {k: v for k, v in request.args.items() if k != "after" and v != ""}
+    args = {k: request.args[k] for k in FILTER_PARAMS if request.args.get(k, "") != ""}
     return render_template("browse.html", rows=rows, f=f, batches=batches, classes=CLASSES,
                            states=IMAGE_STATES, reasons=REASONS, args=args, after=after,
                            next_after=rows[-1][0].id if more and rows else None, mine=mine,

@@ -37,9 +37,24 @@ def web(host, port, debug):
         app = create_app(settings)
         h, p = host or settings.web_host, port or settings.web_port
         click.echo(f"verge web UI on http://{h}:{p}/ (Ctrl-C stops)")
-        app.run(host=h, port=p, debug=debug, threaded=True, use_reloader=debug)
+        app.run(host=h, port=p, debug=debug, threaded=True, use_reloader=debug,
+                request_handler=_quiet_handler())
 
     run()
+
+
+def _quiet_handler():
+    """Werkzeug's request handler without the ``Server: Werkzeug/x Python/y`` banner: no
+    version numbers for a scanner to match against known bugs."""
+    from werkzeug.serving import WSGIRequestHandler
+
+    class Handler(WSGIRequestHandler):
+        def send_response(self, code, message=None):
+            self.log_request(code)
+            self.send_response_only(code, message)
+            self.send_header("Date", self.date_time_string())
+
+    return Handler
 
 
 @click.group()

@@ -40,11 +40,14 @@ def wants_json() -> bool:
 
 def int_arg(name: str, default: int | None = None, lo: int | None = None,
             hi: int | None = None) -> int | None:
+    """A whole-number query parameter (``default`` when absent or empty; 400 when malformed),
+    clamped to ``lo..hi``."""
+    from .parsing import whole_number
+
     raw = request.args.get(name, "").strip()
-    try:
-        value = int(raw)
-    except ValueError:
+    if not raw:
         return default
+    value = whole_number(raw, name)
     if lo is not None:
         value = max(lo, value)
     if hi is not None:

@@ -1,6 +1,8 @@
 """How the judges are doing: score histograms, agreement rates, labels per day."""
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, render_template, request
 from sqlalchemy import func, select
 
@@ -22,7 +24,7 @@ def index():
         active = q.active_model(s)
         if choice == "zs":
             model_id = None
-        elif choice.isdigit() and any(v.id == int(choice) for v in versions):
+        elif re.fullmatch(r"[0-9]{1,10}", choice) and any(v.id == int(choice) for v in versions):
             model_id = int(choice)
         else:
             model_id = active.id if active else None

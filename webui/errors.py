@@ -2,7 +2,7 @@
 a small page for browsers. Nothing shows a traceback."""
 from __future__ import annotations
 
-from flask import jsonify, render_template
+from flask import current_app, jsonify, render_template
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -35,7 +35,12 @@ def _http(exc: HTTPException):
     if isinstance(exc, RequestEntityTooLarge):
         return _too_large(exc)
     message = exc.description or TITLES.get(exc.code or 500, "error")
-    return error_response(exc.code or 500, message)
+    resp, code = error_response(exc.code or 500, message)
+    resp = current_app.make_response((resp, code))
+    for name, value in exc.get_headers():  # e.g. a 405's Allow, a 401's WWW-Authenticate
+        if name.lower() != "content-type":
+            resp.headers[name] = value
+    return resp
 
 
 def _unexpected(exc: Exception):

@@ -7,6 +7,8 @@ from werkzeug.exceptions import BadRequest
 from store.review import iso_utc
 from store.schema import CLASSES
 
+from .parsing import MAX_INT, MAX_JSON_DEPTH, whole_number
+
 MAX_TIME_ON_ITEM_MS = 24 * 3600 * 1000
 
 
@@ -26,35 +28,36 @@ def body() -> dict:
     if request.is_json:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
-            raise BadRequest("the body must be a JSON object")
+            raise BadRequest(f"the body must be a JSON object (standard JSON, nested at most "
+                             f"{MAX_JSON_DEPTH} levels)")
         return data
     return request.form.to_dict()
 
 
-def int_field(data: dict, name: str, required: bool = True) -> int | None:
+MAX_IDS = 100  # a list of task ids longer than this is a mistake (only the first 8 are used)
+
+
+def int_field(data: dict, name: str, required: bool = True, lo: int = 0,
+              hi: int = MAX_INT) -> int | None:
     raw = data.get(name)
     if raw is None or raw == "":
         if required:
             raise BadRequest(f"'{name}' is required")
         return None
-    if isinstance(raw, bool):
-        raise BadRequest(f"'{name}' must be a whole number")
-    try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise BadRequest(f"'{name}' must be a whole number") from None
+    return whole_number(raw, name, lo, hi)
 
 
 def id_list(data: dict, name: str) -> list[int]:
-    raw = data.get(name) or []
+    """A list of ids: a JSON array, or a comma-separated string (a form field); absent or null
+    is empty."""
+    raw = data.get(name)
+    if raw is None:
+        return []
     if isinstance(raw, str):
         raw = [p for p in raw.split(",") if p.strip()]
-    if not isinstance(raw, list):
-        raise BadRequest(f"'{name}' must be a list of task ids")
-    try:
-        return [int(x) for x in raw][:8]
-    except (TypeError, ValueError):
-        raise BadRequest(f"'{name}' must be a list of task ids") from None
+    if not isinstance(raw, list) or len(raw) > MAX_IDS:
+        raise BadRequest(f"'{name}' must be a list of at most {MAX_IDS} task ids")
+    return [whole_number(x, f"{name}[]") for x in raw][:8]
 
 
 def label_fields(data: dict) -> tuple[int, str, int | None]:
@@ -63,7 +66,7 @@ def label_fields(data: dict) -> tuple[int, str, int | None]:
     cls = data.get("class", data.get("cls"))
     if cls not in CLASSES:
         raise BadRequest(f"'class' must be one of {', '.join(CLASSES)}")
-    ms = int_field(data, "time_on_item_ms", required=False)
+    ms = int_field(data, "time_on_item_ms", required=False, lo=-MAX_INT)
     if ms is not None:
         ms = min(max(ms, 0), MAX_TIME_ON_ITEM_MS)
     return task_id, cls, ms
@@ -72,7 +75,7 @@ def label_fields(data: dict) -> tuple[int, str, int | None]:
 def label_payload(label, outcome=None) -> dict:
     out = {"label_id": label.id, "task_id": label.task_id, "image_id": label.image_id,
            "class": label.cls, "source": label.source, "time_on_item_ms": label.time_on_item_ms,
-           "created_at": iso_utc(label.created_at)}
+           "admin_override": bool(label.admin_override), "created_at": iso_utc(label.created_at)}
     if outcome is not None:
         out.update(closed=outcome.closed, duplicate=not outcome.created)
     return out

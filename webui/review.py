@@ -35,9 +35,12 @@ def label(user, data: dict, source: str):
     task_id, cls, ms = label_fields(data)
     with db() as s:
         try:
-            outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms)
+            outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms,
+                                              admin=user.is_admin)
         except store_review.TaskNotFound:
             raise NotFound(f"no review task {task_id}") from None
+        except store_review.NotClaimed as exc:
+            return jsonify(error=str(exc)), 409
         payload = label_payload(outcome.label, outcome)
     if outcome.conflict:
         return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "

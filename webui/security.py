@@ -46,11 +46,6 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def session_fingerprint(password_hash: str) -> str:
-    """Part of the session's user id: changing the password ends every other session."""
-    return hashlib.sha256(password_hash.encode("utf-8")).hexdigest()[:16]
-
-
 def same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 

@@ -17,6 +17,9 @@ _SIGNATURES = (
     (b"II*\x00", "image/tiff"),
     (b"MM\x00*", "image/tiff"),
 )
+# every type sniff_mime answers (the API's contract lists them)
+IMAGE_MIMES = tuple(dict.fromkeys([m for _, m in _SIGNATURES] + [
+    "image/webp", "image/avif", "image/heic", "application/octet-stream"]))
 
 
 def sniff_mime(head: bytes) -> str:
@@ -42,14 +45,19 @@ def thumb_path(root: Path, sha256: str) -> Path:
 
 def ensure_thumbnail(source: Path, target: Path, max_pixels: int) -> bool:
     """Write a JPEG thumbnail of ``source`` to ``target`` unless it is there already. False when
-    the image cannot be decoded (the caller shows a placeholder)."""
+    the image cannot be decoded or has more than ``max_pixels`` pixels (VERGE_MAX_IMAGE_PIXELS,
+    the workers' limit, checked from the header before any pixel is decoded; PIL's own guard
+    only refuses twice its limit). The caller shows a placeholder."""
     if target.exists():
         return True
     from PIL import Image, ImageOps
 
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    Image.MAX_IMAGE_PIXELS = None  # PIL's guard is approximate (2x); the exact check is below
     try:
         with Image.open(source) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                return False
             im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a reduced scale
             im = ImageOps.exif_transpose(im)
             im.thumbnail((THUMB_PX, THUMB_PX))

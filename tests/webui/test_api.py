@@ -78,6 +78,7 @@ def test_list_labels_pages_by_id(client, seed):
     auth = _token(seed, "ann")
     for p in (0.9, 0.8, 0.7):
         _, tid = seed.routed(p)
+        assert client.post("/api/v1/tasks/next", headers=auth).json["task"]["task_id"] == tid
         client.post("/api/v1/labels", headers=auth, json={"task_id": tid, "class": "road"})
     page1 = client.get("/api/v1/labels?limit=2", headers=auth).json
     assert len(page1["labels"]) == 2 and page1["next_after"] == page1["labels"][-1]["label_id"]
@@ -127,6 +128,7 @@ def test_labels_from_the_api_and_the_page_follow_one_rule(app, client, seed):
     seed.user("ann")
     auth = _token(seed, "ann")
     _, tid = seed.routed(0.9)
+    client.post("/api/v1/tasks/next", headers=auth)
     client.post("/api/v1/labels", headers=auth, json={"task_id": tid, "class": "road"})
     page = login(app, "ann")
     r = page.post("/review/api/label", json={"task_id": tid, "class": "road"})

@@ -70,7 +70,7 @@ def test_browse_filters(as_user, seed):
     failed = seed.image(batch="b", status="failed")
     queued = seed.image(batch="a", status="queued")
     audit, audit_task = seed.routed(0.1, p_road=0.95, zs_p_road=0.9, reasons="audit", batch="b")
-    ann = as_user("ann")
+    ann = as_user("ann", "admin")  # an admin may label a task they did not claim
     ann.post("/review/api/claim", json={})
     ann.post("/review/api/label", json={"task_id": audit_task, "class": "road"})  # not the top one
     ann.post("/review/api/claim", json={"exclude": []})
@@ -89,7 +89,9 @@ def test_browse_filters(as_user, seed):
     assert _browse_ids(ann, "?labeled=no&routed=yes") == [road]
     assert _browse_ids(ann, "?reason=disagreement") == [road]
     assert _browse_ids(ann, "?reason=audit") == [audit]
-    assert _browse_ids(ann, "?status=bogus&class=nope&min=x") == [audit, queued, failed, field, road]
+    assert _browse_ids(ann, "?status=bogus&class=nope") == [audit, queued, failed, field, road]
+    bad = ann.get("/browse?min=x")  # a malformed number is refused, not silently dropped
+    assert bad.status_code == 400 and "must be a number from 0 to 1" in bad.get_data(as_text=True)
 
 
 def test_browse_pages_by_key(as_user, seed, monkeypatch):
@@ -111,7 +113,7 @@ def test_the_item_page_shows_predictions_labels_and_tasks(as_user, seed):
     seed.predict(iid, None, 0.45, "near_threshold")
     pid = seed.predict(iid, 0.58, 0.45, "near_threshold,disagreement", model_version_id=mv)
     tid = seed.task(iid, 0.84, "near_threshold,disagreement", pid)
-    ann, bob = as_user("ann"), as_user("bob")
+    ann, bob = as_user("ann"), as_user("bob", "admin")  # bob: a second opinion, by override
     ann.post("/review/api/claim", json={})
     ann.post("/review/api/label", json={"task_id": tid, "class": "road", "time_on_item_ms": 4200})
     bob.post("/review/api/label", json={"task_id": tid, "class": "road_and_field"})
@@ -168,7 +170,7 @@ def test_dashboard_draws_histograms_agreement_and_labels_per_day(as_user, seed):
         iid = seed.image()
         pid = seed.predict(iid, p_head, p_zs, "near_threshold", model_version_id=mv)
         tasks.append(seed.task(iid, 0.5, "near_threshold", pid))
-    ann = as_user("ann")
+    ann = as_user("ann", "admin")  # labels the tasks without claiming each: an admin override
     for tid, cls in zip(tasks, ["field", "field", "road", "road_and_field"]):
         ann.post("/review/api/label", json={"task_id": tid, "class": cls})
     from store import browse

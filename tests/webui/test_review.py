@@ -143,14 +143,26 @@ def test_a_late_label_nobody_reclaimed_still_closes_the_task(as_user, seed):
     assert r.json["label"]["closed"] is True and _task(seed, tid).state == "done"
 
 
-def test_a_label_on_a_done_task_by_another_reviewer_is_kept(as_user, seed):
+def test_a_label_on_a_task_never_claimed_is_refused_unless_an_admin_overrides(as_user, seed):
     iid, tid = seed.routed(0.9)
-    ann, bob = as_user("ann"), as_user("bob")
+    _, open_tid = seed.routed(0.5)
+    ann, bob, ada = as_user("ann"), as_user("bob"), as_user("ada", "admin")
     ann.post("/review/api/claim", json={})
     ann.post("/review/api/label", json={"task_id": tid, "class": "road"})
-    r = bob.post("/review/api/label", json={"task_id": tid, "class": "road_and_field"})
+    # bob never claimed either task: not the done one, not the open one
+    for task in (tid, open_tid):
+        r = bob.post("/review/api/label", json={"task_id": task, "class": "road_and_field"})
+        assert r.status_code == 409 and "never claimed by you" in r.json["error"], r.json
+    assert _task(seed, open_tid).state == "open"
+    # an admin may, and the label says so
+    r = ada.post("/review/api/label", json={"task_id": tid, "class": "road_and_field"})
     assert r.status_code == 201 and r.json["label"]["closed"] is False
-    assert sorted(lab.cls for lab in _labels(seed, image_id=iid)) == ["road", "road_and_field"]
+    assert r.json["label"]["admin_override"] is True
+    assert sorted((lab.cls, lab.admin_override) for lab in _labels(seed, image_id=iid)) == \
+        [("road", False), ("road_and_field", True)]
+    # ann's own label, claimed: no override; ann correcting it is the usual conflict (undo first)
+    again = ann.post("/review/api/label", json={"task_id": tid, "class": "field"})
+    assert again.status_code == 409 and "undo that label first" in again.json["error"]
 
 
 def test_skip_hands_the_task_to_others_but_not_back_to_the_skipper(as_user, seed):
@@ -198,7 +210,7 @@ def test_undo_touches_only_your_own_labels(as_user, seed):
 
 def test_undoing_an_extra_label_leaves_the_task_alone(as_user, seed):
     _, tid = seed.routed(0.9)
-    ann, bob = as_user("ann"), as_user("bob")
+    ann, bob = as_user("ann"), as_user("bob", "admin")  # bob's extra label is an admin's override
     ann.post("/review/api/claim", json={})
     ann.post("/review/api/label", json={"task_id": tid, "class": "road"})
     bob.post("/review/api/label", json={"task_id": tid, "class": "field"})

@@ -12,9 +12,11 @@ PUBLIC = {"auth.login", "static", "health.healthz"}
 
 
 def _url(rule) -> str:
+    from werkzeug.routing import IntegerConverter
+
     values = {}
     for arg, conv in rule._converters.items():
-        values[arg] = 1 if type(conv).__name__ == "IntegerConverter" else "x"
+        values[arg] = 1 if isinstance(conv, IntegerConverter) else "x"
     return rule.build(values)[1]
 
 

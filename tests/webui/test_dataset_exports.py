@@ -254,3 +254,44 @@ def test_a_bad_label_studio_file_imports_nothing_and_says_why(seed, web_settings
         assert s.scalar(select(Label).where(Label.source.like("label-studio:%"))) is None
     proc = verge(env_of(web_settings), "import", "label-studio", str(tmp_path / "missing.json"), check=False)
     assert proc.returncode == 1 and "no file" in proc.stderr
+
+
+def test_admins_download_the_same_exports_from_the_web(as_user, seed, tmp_path):
+    import io
+    import zipfile
+
+    ids = _seed(seed)
+    rev = as_user("someone", "reviewer")
+    assert rev.get("/admin/export/label-studio").status_code == 403
+    assert rev.get("/admin/export/dataset?format=hf").status_code == 403
+    ada = as_user("ada", "admin")
+    assert "Label Studio tasks" in ada.get("/admin/models").get_data(as_text=True)
+
+    r = ada.get("/admin/export/label-studio")
+    assert r.status_code == 200 and r.is_streamed
+    assert r.headers["Content-Disposition"] == 'attachment; filename="verge-label-studio.json"'
+    tasks = json.loads(r.get_data(as_text=True))
+    assert {t["data"]["verge_image_id"] for t in tasks} == {ids["road"], ids["field"], ids["nosuffix"]}
+    for t in tasks:
+        jsonschema.validate(t, LS_TASK_SCHEMA)
+        assert t["data"]["image"] == f"http://localhost/images/{t['data']['verge_image_id']}"
+        assert ada.get(t["data"]["image"].replace("http://localhost", "")).status_code == 200
+
+    r = ada.get("/admin/export/dataset?format=imagefolder&split=train=0.5,val=0.5")
+    assert r.status_code == 200 and r.mimetype == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(r.get_data())).namelist()
+    assert len(names) == 3 and all(n.split("/")[0] in ("train", "val") for n in names)
+    assert {n.split("/")[1] for n in names} == {"road_and_field", "field", "road"}
+
+    datasets = pytest.importorskip("datasets")
+    r = ada.get("/admin/export/dataset?format=hf")
+    zipfile.ZipFile(io.BytesIO(r.get_data())).extractall(tmp_path / "hf")
+    ds = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "hf"), cache_dir=str(tmp_path / "c"))
+    assert sorted(ds["train"]["image_id"]) == sorted([ids["road"], ids["field"], ids["nosuffix"]])
+
+    for bad, reason in [("/admin/export/dataset?format=coco", "format must be"),
+                        ("/admin/export/dataset?format=hf&split=a=2", "must lie in"),
+                        ("/admin/export/label-studio?image_url={nope}", "image_url may only"),
+                        ("/admin/export/label-studio?batch=nope", "no batch")]:
+        r = ada.get(bad)
+        assert r.status_code in (400, 404) and reason in r.get_data(as_text=True), bad

@@ -299,7 +299,14 @@ def worker(concurrency, loglevel, name, metrics_port):
         except OSError as exc:
             raise UserError(str(exc)) from None
     node = name or f"verge-{os.getpid()}@{socket.gethostname()}"
-    app.worker_main(["worker", f"--loglevel={loglevel}", "-Q", settings.queue, "-n", node,
+    quiet = []
+    if settings.log_format == "json":  # no banner: every line on the output is a JSON object
+        from .logs import json_logging_for_celery, use_json
+
+        use_json(loglevel)
+        json_logging_for_celery()
+        quiet = ["--quiet"]
+    app.worker_main([*quiet, "worker", f"--loglevel={loglevel}", "-Q", settings.queue, "-n", node,
                      "-c", str(concurrency or settings.worker_concurrency), "--pool", "prefork",
                      "--without-mingle", "--without-gossip"])
 
@@ -314,7 +321,12 @@ def beat(loglevel):
     settings = _settings()
     configure(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.Beat(loglevel=loglevel, schedule=str(settings.data_dir / "celerybeat-schedule")).run()
+    if settings.log_format == "json":
+        from .logs import use_json
+
+        use_json(loglevel)
+    app.Beat(loglevel=loglevel, schedule=str(settings.data_dir / "celerybeat-schedule"),
+             quiet=settings.log_format == "json").run()
 
 
 @main.command()

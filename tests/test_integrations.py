@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 import uuid
 
 import numpy as np
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from tests.conftest import TINY, verge
 from tests.corpus import jpeg_bytes
+from tests.test_deploy import check_metrics, free_port
 from tests.webui.test_webhooks import SECRET, Receiver, check_signed, down_url
 
 
@@ -41,7 +43,8 @@ def test_a_worker_on_redis_announces_batch_done_logs_json_and_exports_embeddings
                "VERGE_BROKER_URL": redis_url, "VERGE_QUEUE": f"verge-hooks-{uuid.uuid4().hex[:8]}",
                "VERGE_CHUNK_SIZE": "4", "VERGE_LOG_FORMAT": "json",
                "VERGE_WEBHOOK_URL": f"{receiver.url} {down}", "VERGE_WEBHOOK_SECRET": SECRET,
-               "VERGE_WEBHOOK_BACKOFF": "0.2", "VERGE_WEBHOOK_MAX_RETRIES": "2"}
+               "VERGE_WEBHOOK_BACKOFF": "0.2", "VERGE_WEBHOOK_MAX_RETRIES": "2",
+               "VERGE_WORKER_METRICS_PORT": str(free_port())}
         verge(env, "db", "upgrade")
         folder = tmp_path / "in"
         folder.mkdir()
@@ -78,6 +81,14 @@ def test_a_worker_on_redis_announces_batch_done_logs_json_and_exports_embeddings
             covered += [i for i in ids if r["first_image"] <= i <= r["last_image"]]
         assert sorted(covered) == ids
         assert any("failed after 3 attempts" in r["message"] for r in records)
+
+        # the worker's own exporter, live, passes promtool's lint
+        url = f"http://127.0.0.1:{env['VERGE_WORKER_METRICS_PORT']}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            page = resp.read().decode()
+        assert "verge_images_scored_total 10.0" in page
+        checked = check_metrics(page)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
     finally:
         receiver.close()
 

@@ -134,15 +134,15 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
             if promote:
                 q.activate_model(s, mv.id)
             out.version_id, out.promoted = mv.id, promote
+        if promote:
+            webhooks.emit(settings, "model.promoted", {
+                "version": out.version_id, "kind": THREE_CLASS, "trigger": trigger, "reason": out.reason,
+                "held_out": cand, "previous_version": out.active_version_id})
         write_tensorboard(settings, out.version_id, result.history, cand)
         if find_suspects:
             out.suspects = flag_suspects(settings, ids, X, y, agreed, encoder_key, recipe, result)
     log.info("retrain (%s): version %s %s: %s", trigger, out.version_id,
              "promoted" if out.promoted else "kept as candidate", out.reason)
-    if out.promoted:
-        webhooks.emit(settings, "model.promoted", {
-            "version": out.version_id, "kind": THREE_CLASS, "trigger": trigger, "reason": out.reason,
-            "held_out": out.candidate, "previous_version": out.active_version_id})
     return out
 
 

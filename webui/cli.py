@@ -39,6 +39,10 @@ def web(host, port, debug):
         if settings.log_format == "json":  # the request log (werkzeug's) included
             import logging
 
+            import flask.cli
+
+            # Flask prints its "Serving Flask app" banner with click, outside logging
+            flask.cli.show_server_banner = lambda *args, **kwargs: None
             logging.getLogger("verge.web").info("verge web UI on http://%s:%s/", h, p)
         else:
             click.echo(f"verge web UI on http://{h}:{p}/ (Ctrl-C stops)")

@@ -1,0 +1,60 @@
+"""VERGE_LOG_FORMAT=json: beat and the web UI log one JSON object per line (the worker's chunk
+lines, with their fields, are pinned in tests/test_integrations.py)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from tests.conftest import port_open, verge
+from tests.test_deploy import free_port
+
+
+def run_for(args: list[str], env: dict, log, until, timeout: float = 60) -> list[dict]:
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "verge", *args], env={**os.environ, **env},
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while not until():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+    assert lines
+    return [json.loads(ln) for ln in lines]  # every line is one JSON object
+
+
+def test_beat_logs_json(tmp_path):
+    env = {"VERGE_DATA_DIR": str(tmp_path / "var"), "VERGE_LOG_FORMAT": "json"}
+    log = tmp_path / "beat.log"
+    records = run_for(["beat"], env, log, lambda: "Starting" in log.read_text())
+    assert any(r["message"].startswith("beat: Starting") and r["level"] == "INFO" for r in records), records
+
+
+def test_web_logs_json_including_requests(tmp_path):
+    port = free_port()
+    env = {"VERGE_DATA_DIR": str(tmp_path / "var"), "VERGE_LOG_FORMAT": "json", "VERGE_WEB_PORT": str(port)}
+    verge(env, "db", "upgrade")
+    log = tmp_path / "web.log"
+    fetched = []
+
+    def served():
+        if not port_open("127.0.0.1", port):
+            return False
+        if not fetched:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+                fetched.append(resp.status)
+        return "/healthz" in log.read_text()
+
+    records = run_for(["web"], env, log, served)
+    assert fetched == [200]
+    assert any(r["logger"] == "werkzeug" and "GET /healthz" in r["message"] for r in records), records
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)

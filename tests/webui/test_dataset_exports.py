@@ -295,3 +295,8 @@ def test_admins_download_the_same_exports_from_the_web(as_user, seed, tmp_path):
                         ("/admin/export/label-studio?batch=nope", "no batch")]:
         r = ada.get(bad)
         assert r.status_code in (400, 404) and reason in r.get_data(as_text=True), bad
+
+
+def test_the_readme_shows_the_labeling_config_the_tasks_are_made_for():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert LABEL_CONFIG.strip() in readme

@@ -34,7 +34,8 @@ def node_of(worker) -> str:
 
 
 def ping(env: dict, node: str) -> dict:
-    proc = celery(env, "inspect", "ping", "-d", node, "--json")
+    # a generous reply timeout: the machine running the tests may be busy (Celery's default is 1 s)
+    proc = celery(env, "inspect", "ping", "-d", node, "--json", "--timeout", "10")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -64,7 +65,7 @@ def get(url: str, auth: str | None = None) -> tuple[int, bytes]:
     if auth:
         req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=90) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -81,7 +82,7 @@ def test_celery_inspect_status_events_and_flower_reach_a_verge_worker_on_redis(
 
     assert ping(env, node) == {node: {"ok": "pong"}}
     # other workers may share this Redis; ours is among the nodes `status` lists
-    status = celery(env, "status")
+    status = celery(env, "status", "--timeout", "10")
     assert status.returncode == 0 and f"{node}: OK" in status.stdout, status.stdout + status.stderr
     # without VERGE_BROKER_URL the same command looks at the embedded broker, where nobody runs
     alone = celery({**env, "VERGE_BROKER_URL": "", "VERGE_DATA_DIR": str(tmp_path / "empty")},
@@ -94,7 +95,7 @@ def test_celery_inspect_status_events_and_flower_reach_a_verge_worker_on_redis(
     port = free_port()
     flower = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
-         "--address=127.0.0.1", "--basic-auth=admin:s3cret"],
+         "--address=127.0.0.1", "--basic-auth=admin:s3cret", "--inspect_timeout=10000"],
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     try:
@@ -104,7 +105,9 @@ def test_celery_inspect_status_events_and_flower_reach_a_verge_worker_on_redis(
             assert time.monotonic() < deadline, "flower did not listen within 60 s"
             time.sleep(0.5)
         assert get(f"http://127.0.0.1:{port}/api/workers")[0] == 401  # behind authentication
-        code, body = get(f"http://127.0.0.1:{port}/api/workers?refresh=1", "admin:s3cret")
+        # asking one worker by name: the inspection ends when it replied, not at the timeout
+        code, body = get(f"http://127.0.0.1:{port}/api/workers?refresh=1&workername={node}",
+                         "admin:s3cret")
         assert code == 200 and node in json.loads(body), body[:500]
     finally:
         os.killpg(flower.pid, signal.SIGTERM)

@@ -7,13 +7,13 @@ import logging
 import sys
 
 FIELDS = ("asctime", "levelname", "name", "message", "process")
+RENAME = {"asctime": "time", "levelname": "level", "name": "logger"}
 
 
 def json_formatter() -> logging.Formatter:
     from pythonjsonlogger.json import JsonFormatter
 
-    return JsonFormatter(FIELDS, style="%", rename_fields={
-        "asctime": "time", "levelname": "level", "name": "logger"})
+    return JsonFormatter(FIELDS, style="%", rename_fields=RENAME)
 
 
 def use_json(level: str | int = "INFO", also: tuple[str, ...] = ()) -> None:
@@ -25,6 +25,8 @@ def use_json(level: str | int = "INFO", also: tuple[str, ...] = ()) -> None:
     root.handlers = [handler]
     root.setLevel(level if isinstance(level, int) else level.upper())
     logging.captureWarnings(True)  # Python's warnings, too, as records rather than raw text
+    # Alembic narrates every revision check (the health check makes one) at INFO
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     for name in also:
         for h in logging.getLogger(name).handlers:
             h.setFormatter(json_formatter())

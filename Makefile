@@ -16,12 +16,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages the tests drive: Chromium (browser test) and docker-compose (validates the
-# compose file without an engine). Installed when missing and we are root; otherwise we say so.
+# Debian packages the tests drive: Chromium (browser test), docker-compose (validates the
+# compose file without an engine) and prometheus (its promtool checks /metrics and deploy/).
+# Installed when missing and we are root; otherwise we say so.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	  else echo "missing system packages:$$missing (sudo apt-get install$$missing); their tests will skip"; fi; \

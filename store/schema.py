@@ -237,3 +237,27 @@ class JobLock(Base):
     owner: Mapped[str] = mapped_column(String(100))
     acquired_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column()
+
+
+class WebhookDelivery(Base):
+    """One event for one receiver (``VERGE_WEBHOOK_URL``): what was sent, how often, how it went.
+    ``dedupe_key`` names the occurrence (e.g. a batch finishing at N images) so that two workers
+    noticing it at once send it once."""
+    __tablename__ = "webhook_delivery"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(36), unique=True)  # X-Verge-Delivery
+    event: Mapped[str] = mapped_column(String(50))
+    url: Mapped[str] = mapped_column(String(2000))
+    body: Mapped[str] = mapped_column(Text)             # exactly the bytes signed and sent
+    dedupe_key: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(12), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[int | None] = mapped_column(Integer)   # HTTP status of the last attempt
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        Index("uq_webhook_delivery_dedupe", "dedupe_key", "url", unique=True),
+        # the admin page lists failures newest first
+        Index("ix_webhook_delivery_state", "state", "id"),
+    )

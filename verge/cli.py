@@ -320,7 +320,14 @@ def worker(concurrency, loglevel, name, metrics_port):
         except OSError as exc:
             raise UserError(str(exc)) from None
     node = name or f"verge-{os.getpid()}@{socket.gethostname()}"
-    app.worker_main(["worker", f"--loglevel={loglevel}", "-Q", settings.queue, "-n", node,
+    quiet = []
+    if settings.log_format == "json":  # no banner: every line on the output is a JSON object
+        from .logs import json_logging_for_celery, use_json
+
+        use_json(loglevel)
+        json_logging_for_celery()
+        quiet = ["--quiet"]
+    app.worker_main([*quiet, "worker", f"--loglevel={loglevel}", "-Q", settings.queue, "-n", node,
                      "-c", str(concurrency or settings.worker_concurrency), "--pool", "prefork",
                      "--without-mingle", "--without-gossip"])
 
@@ -335,7 +342,12 @@ def beat(loglevel):
     settings = _settings()
     configure(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.Beat(loglevel=loglevel, schedule=str(settings.data_dir / "celerybeat-schedule")).run()
+    if settings.log_format == "json":
+        from .logs import use_json
+
+        use_json(loglevel)
+    app.Beat(loglevel=loglevel, schedule=str(settings.data_dir / "celerybeat-schedule"),
+             quiet=settings.log_format == "json").run()
 
 
 @main.command()
@@ -546,18 +558,39 @@ def models_rescore():
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "imagefolder", "hf", "label-studio"]),
+              default="csv", show_default=True,
+              help="csv/jsonl: one row per image. imagefolder: DIR/[SPLIT/]CLASS/ image files. hf: the "
+                   "same plus metadata.parquet, for datasets.load_dataset('imagefolder', data_dir=DIR). "
+                   "label-studio: tasks JSON with verge's predictions as pre-annotations.")
 @click.option("--batch", default=None, help="Only this batch (name or number).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
-              help="Write here instead of standard output.")
+              help="Write here instead of standard output (the folder, for imagefolder and hf).")
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@click.option("--split", default=None, metavar="NAME=F,...",
+              help="imagefolder/hf: split by image hash, e.g. train=0.8,val=0.2.")
+@click.option("--embeddings", is_flag=True, help="hf: add each image's stored CLIP embedding.")
+@click.option("--image-url", default=None, metavar="TEMPLATE",
+              help="label-studio: where Label Studio loads each image; {id} and {sha256} are "
+                   "replaced (default: this verge web UI, http://VERGE_WEB_HOST:VERGE_WEB_PORT/images/{id}).")
 @_friendly
-def export(fmt, batch, output):
-    """Per image: hash, source name, latest prediction, model version, human labels, final label."""
+def export(fmt, batch, output, dest, split, embeddings, image_url):
+    """Per image: hash, source name, latest prediction, model version, human labels, final label.
+    DEST is the same as --output."""
     from store import queries as q
     from store.db import session_scope
     from store.export import write_export
 
     settings = _settings()
+    if dest and output and dest != output:
+        raise UserError("give the destination once: DEST or --output")
+    output = output or dest
+    if fmt not in ("csv", "jsonl"):
+        from .exports import export_more
+
+        return export_more(settings, fmt, batch, output, split, embeddings, image_url, _migrated)
+    if split or embeddings or image_url:
+        raise UserError("--split, --embeddings and --image-url go with --format imagefolder, hf or label-studio")
     _migrated(settings)
     with session_scope(settings.resolved_database_url) as s:
         batch_id = None
@@ -572,6 +605,26 @@ def export(fmt, batch, output):
             click.echo(f"wrote {n} images to {output}", err=True)
         else:
             write_export(s, sys.stdout, fmt, batch_id)
+
+
+@main.group("import")
+def import_():
+    """Bring labels made elsewhere into verge."""
+
+
+@import_.command("label-studio")
+@click.argument("export_file", type=click.Path(path_type=Path))
+@click.option("--user", "user_map", multiple=True, metavar="LS_USER=NAME",
+              help="Map a Label Studio annotator (numeric id or email) to an existing verge user; "
+                   "unmapped annotators get a verge user of their own (a reviewer without a password).")
+@_friendly
+def import_label_studio(export_file, user_map):
+    """Labels from a Label Studio JSON export of tasks made by `verge export --format label-studio`."""
+    from .exports import import_label_studio as run
+
+    settings = _settings()
+    _migrated(settings)
+    run(settings, export_file, user_map)
 
 
 # ----------------------------------------------------------------------------- misc

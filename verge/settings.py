@@ -37,6 +37,13 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number of seconds")
+    return value
+
+
 def _metric(raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("macro_f1", "accuracy"):
@@ -102,6 +109,24 @@ def _port_or_off(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 65535:
         raise ValueError("must be a port number between 1 and 65535, or 0 for off")
+    return value
+
+
+def _urls(raw: str) -> tuple[str, ...]:
+    from urllib.parse import urlsplit
+
+    urls = tuple(u for u in raw.replace(",", " ").split() if u)
+    for u in urls:
+        parts = urlsplit(u)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{u!r} is not an http:// or https:// URL")
+    return urls
+
+
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError("must be text or json")
     return value
 
 
@@ -255,6 +280,28 @@ class Settings:
         "VERGE_RETRAIN_LOCK_TTL", 300, _positive_int,
         "Seconds the retrain lock lives without renewal; a crashed retrain frees it after this.")
 
+    # ----------------------------------------------------------------- integrations
+    webhook_urls: tuple = _setting(
+        "VERGE_WEBHOOK_URL", (), _urls,
+        "Receivers of webhooks (one URL, or several separated by spaces or commas): a JSON POST on "
+        "`batch.done`, `model.promoted`, `model.rolled_back`, `label.conflict`, `label.suspect`.")
+    webhook_secret: str = _setting(
+        "VERGE_WEBHOOK_SECRET", "", _opt_str,
+        "Signs each webhook body: `X-Verge-Signature: sha256=<HMAC-SHA256 hex>`; empty sends none.")
+    webhook_timeout: float = _setting(
+        "VERGE_WEBHOOK_TIMEOUT", 5.0, _positive_float,
+        "Seconds a webhook receiver may take to answer one attempt.")
+    webhook_max_retries: int = _setting(
+        "VERGE_WEBHOOK_MAX_RETRIES", 8, _non_negative_int,
+        "Retries of a failed webhook delivery, with exponential backoff, before it is recorded as failed.")
+    webhook_backoff: float = _setting(
+        "VERGE_WEBHOOK_BACKOFF", 10.0, _positive_float,
+        "Seconds before the first webhook retry; each further retry waits twice as long (at most 30 min, and at most half of `VERGE_VISIBILITY_TIMEOUT`).")
+    log_format: str = _setting(
+        "VERGE_LOG_FORMAT", "text", _log_format,
+        "`text`, or `json` for one JSON object per log line (worker, beat, web; chunk lines carry "
+        "`task_id`, `batch_id`, `first_image`, `last_image` as fields).")
+
     # ----------------------------------------------------------------- derived places
     @property
     def resolved_database_url(self) -> str:
@@ -302,5 +349,7 @@ def settings_table() -> list[tuple[str, str, str]]:
             default = int(default)
         if isinstance(default, tuple):
             default = ("|" if f.name == "captions" else ",").join(str(x) for x in default)
+        if isinstance(default, float) and default.is_integer() and f.name.startswith("webhook"):
+            default = int(default)
         rows.append((f.metadata["env"], str(default) if default != "" else "(empty)", f.metadata["doc"]))
     return rows

@@ -17,8 +17,8 @@ from flask_wtf.csrf import CSRFProtect
 from verge.settings import Settings
 
 from . import (
-    admin, api, auth, batches, browse, dashboard, errors, filters, guidelines, health, images,
-    metrics, parsing, queue, review,
+    admin, api, auth, batches, browse, dashboard, dataset_export, errors, filters, guidelines,
+    health, images, metrics, parsing, queue, review, webhooks,
 )
 from .security import load_secret_key, secure_headers
 
@@ -30,6 +30,10 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     names = {f.name for f in dataclasses.fields(Settings)}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if k in names})
 
+    if settings.log_format == "json":  # `verge web` and gunicorn alike (its loggers too)
+        from verge.logs import use_json
+
+        use_json("INFO", also=("gunicorn.error", "gunicorn.access"))
     app = Flask(__name__)
     parsing.init_app(app)
     app.config.update(
@@ -64,7 +68,7 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     errors.init_app(app)
     filters.register(app)
     for module in (auth, review, images, browse, queue, batches, dashboard, admin, api, health,
-                   metrics, guidelines):
+                   metrics, guidelines, dataset_export, webhooks):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)  # bearer tokens, never cookies: nothing for a forged request to ride on
     app.after_request(secure_headers)

@@ -36,7 +36,16 @@ def web(host, port, debug):
         cli._migrated(settings)
         app = create_app(settings)
         h, p = host or settings.web_host, port or settings.web_port
-        click.echo(f"verge web UI on http://{h}:{p}/ (Ctrl-C stops)")
+        if settings.log_format == "json":  # the request log (werkzeug's) included
+            import logging
+
+            import flask.cli
+
+            # Flask prints its "Serving Flask app" banner with click, outside logging
+            flask.cli.show_server_banner = lambda *args, **kwargs: None
+            logging.getLogger("verge.web").info("verge web UI on http://%s:%s/", h, p)
+        else:
+            click.echo(f"verge web UI on http://{h}:{p}/ (Ctrl-C stops)")
         app.run(host=h, port=p, debug=debug, threaded=True, use_reloader=debug,
                 request_handler=_quiet_handler())
 

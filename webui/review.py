@@ -42,6 +42,10 @@ def label(user, data: dict, source: str):
         except store_review.NotClaimed as exc:
             return jsonify(error=str(exc)), 409
         payload = label_payload(outcome.label, outcome)
+    if outcome.created:
+        from workers.webhooks import label_posted
+
+        label_posted(settings(), outcome.label.image_id, user.id, outcome.label.cls, outcome.label.id)
     if outcome.conflict:
         return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "
                              f"undo that label first", label=payload), 409

@@ -92,15 +92,9 @@ def parse_cron(expr: str) -> crontab:
         raise SettingsError(f"VERGE_RETRAIN_CRON={expr!r} is not valid: {exc}") from None
 
 
-def configure(settings: Settings) -> Celery:
+def celery_config(settings: Settings) -> dict:
     url, options = broker_options(settings)
-    if getattr(app, "verge_settings", None) is not None and (
-            app.conf.broker_url, app.conf.broker_transport_options) != (url, options):
-        # kombu pools connections per app; a pool made for another broker (or another data
-        # dir's folders, which share one filesystem:// URL) must not carry on
-        app.pool.force_close_all()
-        app._pool = None
-    app.conf.update(
+    return dict(
         broker_url=url,
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
@@ -116,8 +110,35 @@ def configure(settings: Settings) -> Celery:
         worker_send_task_events=True,
         beat_schedule=beat_schedule(settings),
     )
+
+
+def configure(settings: Settings) -> Celery:
+    config = celery_config(settings)
+    if getattr(app, "verge_settings", None) is not None and (
+            app.conf.broker_url, app.conf.broker_transport_options) != (
+            config["broker_url"], config["broker_transport_options"]):
+        # kombu pools connections per app; a pool made for another broker (or another data
+        # dir's folders, which share one filesystem:// URL) must not carry on
+        app.pool.force_close_all()
+        app._pool = None
     app.verge_settings = settings
+    app.conf.update(config)
     return app
+
+
+def _config_from_env() -> dict:
+    """Celery's own command line (``celery -A workers.app inspect ping``, ``events``, ``flower``)
+    imports this module and reads the configuration without calling ``configure``: it then comes
+    from the ``VERGE_*`` environment, read only when Celery first needs it, so importing the app
+    stays cheap. Once verge's entry points configured the app, their settings are the ones."""
+    if getattr(app, "verge_settings", None) is not None:
+        return {}
+    settings = Settings.from_env()
+    app.verge_settings = settings
+    return celery_config(settings)
+
+
+app.add_defaults(_config_from_env)
 
 
 def settings_of(celery_app: Celery = app) -> Settings:

@@ -35,6 +35,7 @@ from store.db import session_scope
 from store.schema import ModelVersion
 from verge.settings import Settings
 
+from . import webhooks
 from .routing import SUSPECT_LABEL
 
 log = logging.getLogger("verge.retrain")
@@ -133,6 +134,10 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
             if promote:
                 q.activate_model(s, mv.id)
             out.version_id, out.promoted = mv.id, promote
+        if promote:
+            webhooks.emit(settings, "model.promoted", {
+                "version": out.version_id, "kind": THREE_CLASS, "trigger": trigger, "reason": out.reason,
+                "held_out": cand, "previous_version": out.active_version_id})
         write_tensorboard(settings, out.version_id, result.history, cand)
         if find_suspects:
             out.suspects = flag_suspects(settings, ids, X, y, agreed, encoder_key, recipe, result)
@@ -162,6 +167,10 @@ def flag_suspects(settings: Settings, ids, X, y, agreed, encoder_key: str, recip
             suspects[iid] = 1.0 - p_given
     with session_scope(settings.resolved_database_url) as s:
         opened = q.open_review_tasks(s, {iid: (SUSPECT_LABEL, p) for iid, p in suspects.items()})
+    if opened:
+        webhooks.emit(settings, "label.suspect", {
+            "routed": opened, "threshold": settings.suspect_threshold,
+            "images": [{"image_id": iid, "p_other": round(p, 4)} for iid, p in sorted(suspects.items())][:1000]})
     return opened
 
 
@@ -197,7 +206,12 @@ def activate(settings: Settings, version_id: int) -> ModelVersion:
         if mv is None:
             raise ValueError(f"no model version {version_id}")
         q.activate_model(s, version_id)
-        return mv
+        previous = s.scalar(select(ModelVersion.id)
+                            .where(ModelVersion.state == "retired", ModelVersion.activated_at.is_not(None))
+                            .order_by(ModelVersion.activated_at.desc()).limit(1))
+        info = {"version": mv.id, "kind": mv.kind, "trigger": "manual", "previous_version": previous}
+    webhooks.emit(settings, "model.promoted", info)
+    return mv
 
 
 def rollback(settings: Settings) -> tuple[int, int, int]:
@@ -215,4 +229,7 @@ def rollback(settings: Settings) -> tuple[int, int, int]:
         q.activate_model(s, previous.id)
         current.state = "retired"
         reopened = q.reopen_resolved(s, current.id)
-        return current.id, previous.id, reopened
+        out = current.id, previous.id, reopened
+    webhooks.emit(settings, "model.rolled_back", {"from_version": out[0], "to_version": out[1],
+                                                  "review_tasks_reopened": out[2]})
+    return out

@@ -9,7 +9,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from store.db import dispose_engines
 
-from . import metrics
+from . import metrics, webhooks
 from .app import RESCORE_OPEN, SCORE_CHUNK, app, settings_of
 from .scoring import scorer_for
 
@@ -24,6 +24,12 @@ def _fresh_process(**_):
     dispose_engines()  # connections must never be shared across a fork
 
 
+def _chunk_fields(task_id, batch_id, image_ids) -> dict:
+    """What identifies a chunk in its log lines: kept as fields in JSON logs (VERGE_LOG_FORMAT)."""
+    return {"task_id": task_id, "batch_id": batch_id, "first_image": min(image_ids, default=None),
+            "last_image": max(image_ids, default=None)}
+
+
 @app.task(name=SCORE_CHUNK, bind=True)
 def score_chunk(self, image_ids: list[int], batch_id: int | None = None) -> dict:
     settings = settings_of(app)
@@ -33,15 +39,21 @@ def score_chunk(self, image_ids: list[int], batch_id: int | None = None) -> dict
         # Exponential backoff with jitter; past the limit the task fails and its images stay
         # queued, where the beat sweeper finds them again (nothing is dropped).
         delay = min(120, 2 ** self.request.retries) * (0.5 + random.random())
+        fields = _chunk_fields(self.request.id, batch_id, image_ids)
         log.warning("chunk of %d: transient failure (%s); retry %d in %.1fs (task %s, batch %s, images %s-%s)",
                     len(image_ids), type(exc).__name__, self.request.retries + 1, delay,
-                    self.request.id, batch_id, min(image_ids, default=None), max(image_ids, default=None))
+                    self.request.id, batch_id, min(image_ids, default=None), max(image_ids, default=None),
+                    extra=fields)
         raise self.retry(exc=exc, countdown=delay, max_retries=settings.task_max_retries)
     log.info("chunk of %d: scored=%d failed=%d routed=%d skipped=%d embedded=%d in %.2fs "
              "(task %s, batch %s, images %s-%s)", len(image_ids), report.scored, report.failed,
              report.routed, report.skipped, report.embedded, report.seconds, self.request.id, batch_id,
-             min(image_ids, default=None), max(image_ids, default=None))
+             min(image_ids, default=None), max(image_ids, default=None),
+             extra={**_chunk_fields(self.request.id, batch_id, image_ids), "images": len(image_ids),
+                    "scored": report.scored, "failed": report.failed, "routed": report.routed,
+                    "seconds": round(report.seconds, 3)})
     metrics.observe_chunk(report)
+    webhooks.batches_finished(settings, image_ids, batch_id)
     return {"scored": report.scored, "failed": report.failed, "routed": report.routed,
             "skipped": report.skipped}
 

@@ -12,6 +12,7 @@ from sqlalchemy import DateTime, Integer, any_, bindparam, case, func, or_, sele
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.orm import Session, aliased
 
+from .pausepoints import reach
 from .schema import (
     Batch, BatchImage, Embedding, Image, Label, ModelVersion, Prediction, ReviewTask, utcnow,
 )
@@ -83,6 +84,7 @@ def register_images(session: Session, batch_id: int | None, files: Sequence[tupl
         first_name.setdefault(sha, (name, size))
     shas = list(first_name)
     before = _ids_by_sha(session, shas)
+    reach("register.before_insert")
     status = "queued" if queue else "registered"
     insert_ignore(session, Image, [
         {"sha256": sha, "storage_key": sha, "source_name": name[:500], "size_bytes": size,
@@ -303,6 +305,7 @@ def apply_rescore(session: Session, predictions: list[dict], version_id: int) ->
         else:
             task.state, task.resolved_by_version_id = "resolved", version_id
             resolved += 1
+    reach("rescore.before_write")
     return resolved
 
 

@@ -32,6 +32,7 @@ from store import labels as labels_q
 from store import locks
 from store import queries as q
 from store.db import session_scope
+from store.pausepoints import reach
 from store.schema import ModelVersion
 from verge.settings import Settings
 
@@ -124,6 +125,7 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
         path = save_head(result.head,
                          settings.model_dir / f"three_class-{stamp}-{secrets.token_hex(3)}.pt")
         lease.renew()
+        reach("retrain.before_promote")
         with session_scope(url) as s:  # the version row and the flip land together or not at all
             mv = ModelVersion(kind=THREE_CLASS, classes=list(THREE_CLASSES), encoder=encoder_key,
                               path=str(path.resolve()), metrics=result.head.meta.metrics,

@@ -25,6 +25,7 @@ from models.zeroshot import ZeroShot, zero_shot_for
 from store import queries as q
 from store.blobs import BlobStore
 from store.db import session_scope
+from store.pausepoints import reach
 from store.schema import CLASSES
 from verge.settings import Settings
 
@@ -111,6 +112,7 @@ class Scorer:
         predictions = self.predict(scored, stack([vectors[im.id] for im in scored],
                                                  self.encoder.embedding_dim), head, mv_id)
         new_vectors = {iid: v for iid, v in vectors.items() if iid not in stored}
+        reach("scoring.before_write")
         try:
             with session_scope(url) as s:
                 q.save_embeddings(s, self.encoder.key, new_vectors)

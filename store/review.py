@@ -30,6 +30,7 @@ from typing import Sequence
 from sqlalchemy import Integer, Row, case, delete, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from .clock import db_now
 from .schema import (
     CLASSES, Batch, BatchImage, Image, Label, Prediction, ReviewSkip, ReviewTask, User, utcnow,
 )
@@ -87,7 +88,7 @@ def claim_next(session: Session, user_id: int, owner: str, lease_s: float,
     next image), with its lease renewed; ``exclude`` names claims the caller is already showing.
     Then the highest-priority open or lease-expired task the reviewer has not skipped.
     """
-    now = utcnow()
+    now = db_now(session)  # the database's clock: hosts' clocks may disagree
     until = _lease_end(lease_s, now)
     exclude = [int(i) for i in exclude][:MAX_EXCLUDE]
 
@@ -129,7 +130,7 @@ def renew(session: Session, owner: str, task_ids: Sequence[int], lease_s: float)
     """Extend the reviewer's live claims on ``task_ids``; returns the ids still held."""
     if not task_ids:
         return []
-    now = utcnow()
+    now = db_now(session)
     return list(session.scalars(
         update(RT)
         .where(RT.c.id.in_([int(i) for i in task_ids][:MAX_EXCLUDE]),
@@ -168,7 +169,7 @@ def post_label(session: Session, task_id: int, user_id: int, owner: str, cls: st
     Two statements: the label (taking the image from the task), then the conditional close."""
     if cls not in CLASSES:
         raise ValueError(f"class must be one of {', '.join(CLASSES)}, not {cls!r}")
-    now = utcnow()
+    now = db_now(session)
     row = select(RT.c.image_id, literal(user_id), RT.c.id, literal(source), literal(cls),
                  literal(time_on_item_ms, Integer), literal(now, LB.c.created_at.type)
                  ).where(RT.c.id == task_id)
@@ -202,7 +203,7 @@ def undo(session: Session, user_id: int, owner: str, lease_s: float,
         return None
     if session.execute(delete(LB).where(LB.c.id == label.id)).rowcount != 1:
         return None  # a concurrent undo got there first
-    now = utcnow()
+    now = db_now(session)
     other = _OTHER.c
     reopened = session.execute(
         update(RT)
@@ -251,7 +252,7 @@ def open_count(session: Session) -> int:
 
 def queue_overview(session: Session, active_window_s: float = 3600) -> dict:
     """Open tasks by reason and by batch, the oldest waiting, and who is reviewing now."""
-    now = utcnow()
+    now = db_now(session)
     claimable = _claimable()
     live = (ReviewTask.state == "claimed") & (ReviewTask.lease_expires_at >= now)
     counts = session.execute(select(

@@ -4,11 +4,12 @@ transaction, so a chunk's writes land together or not at all.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
 import numpy as np
-from sqlalchemy import DateTime, Integer, any_, bindparam, case, func, or_, select, update
+from sqlalchemy import DateTime, Integer, any_, bindparam, case, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.orm import Session, aliased
 
@@ -274,11 +275,32 @@ def _insert_predictions(session: Session, predictions: list[dict], now) -> list:
     ``priority``); returns the rows written, in the order given. An image that already has a
     prediction from that version (a concurrent delivery of the chunk, a concurrent re-score)
     keeps it, and its row is not among those returned."""
-    written = {row.image_id: row for row in insert_new(
-        session, Prediction, [{**{k: v for k, v in p.items() if k != "priority"}, "created_at": now}
-                              for p in predictions],
-        PT.c.id, PT.c.image_id, PT.c.routed, PT.c.reasons)}
+    if not predictions:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        found = session.execute(_INSERT_PREDICTIONS_PG, {
+            col: [json.dumps(p.get(col)) if col in _JSON_COLS and p.get(col) is not None else p.get(col)
+                  for p in predictions]
+            for col in _PRED_COLS if col != "created_at"} | {"created_at": [now] * len(predictions)})
+    else:
+        found = insert_new(session, Prediction, [
+            {**{k: v for k, v in p.items() if k != "priority"}, "created_at": now} for p in predictions],
+            PT.c.id, PT.c.image_id, PT.c.routed, PT.c.reasons)
+    written = {row.image_id: row for row in found}
     return [written[p["image_id"]] for p in predictions if p["image_id"] in written]
+
+
+# Postgres: one INSERT ... SELECT FROM unnest(arrays) per call, whatever the row count: a
+# multi-row VALUES list of thousands of rows cost more to build and parse than to write
+_PRED_TYPES = {"image_id": "int", "model_version_id": "int", "encoder": "text", "head_probs": "json",
+               "p_road": "float8", "zs_probs": "json", "zs_p_road": "float8", "predicted_class": "text",
+               "zs_class": "text", "routed": "bool", "reasons": "text", "created_at": "timestamptz"}
+_PRED_COLS = tuple(_PRED_TYPES)
+_JSON_COLS = {"head_probs", "zs_probs"}
+_INSERT_PREDICTIONS_PG = text(
+    f"INSERT INTO prediction ({', '.join(_PRED_COLS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _PRED_TYPES.items())
+    + ") ON CONFLICT DO NOTHING RETURNING id, image_id, routed, reasons")
 
 
 class Recorded(NamedTuple):

@@ -432,7 +432,7 @@ def models_list(as_json):
         click.echo("no model versions yet; train one with `verge train binary DIR`")
     for r in rows:
         acc = r["metrics"].get("train_accuracy")
-        click.echo(f"{r['id']:>4}  {r['state']:<9} {r['kind']:<12} {r['encoder']:<32} "
+        click.echo(f"{r['id']:>4}  {r['state']:<11} {r['kind']:<12} {r['encoder']:<32} "
                    f"{r['created_at'][:19]}" + (f"  train acc {acc:.3f}" if acc is not None else ""))
 
 

@@ -241,7 +241,8 @@ def rollback(settings: Settings) -> tuple[int, int, int]:
                             .where(ModelVersion.state == "retired", ModelVersion.activated_at.is_not(None))
                             .order_by(ModelVersion.activated_at.desc()).limit(1))
         if previous is None:
-            raise ValueError(f"version {current.id} is the only head ever active; nothing to roll back to")
+            raise ValueError(f"no earlier head is left behind version {current.id} (it is the first one "
+                             f"activated, or the earlier ones were rolled back); nothing to roll back to")
         q.activate_model(s, previous.id)
         s.execute(update(ModelVersion).where(ModelVersion.id == current.id).values(state=ROLLED_BACK))
         reopened = q.reopen_resolved(s, current.id)

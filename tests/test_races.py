@@ -428,3 +428,58 @@ def test_reopened_tasks_carry_no_stale_lease(any_settings):
     with session_scope(url) as s:
         assert s.scalar(select(func.count()).select_from(ReviewTask).where(
             ReviewTask.lease_owner.is_not(None) | ReviewTask.lease_expires_at.is_not(None))) == 0
+
+
+# --------------------------------------------------------------------------- stress: the invariants
+@pytest.mark.slow
+def test_reviewers_against_promotions_rescores_and_rollbacks_lose_nothing(pg_settings, tiny_encoder):
+    """Not a forced interleaving: a bounded loop of promotion -> re-score -> rollback while two
+    reviewers claim and label, checking the invariants after every round."""
+    import threading
+
+    from workers.retrain import activate, rollback
+
+    url = pg_settings.resolved_database_url
+    db = queue_db(pg_settings)
+    add_head(pg_settings, "binary", db["X"], db["y"], name="-v1")
+    v2 = add_head(pg_settings, THREE_CLASS, db["X"], db["y"], activate=False, name="-v2")
+    uids = dict(zip(("alice", "bob"), users(url, "alice", "bob")))
+    stop, problems, labeled = threading.Event(), [], []
+
+    def reviewer(name: str):
+        try:
+            while not stop.is_set():
+                with session_scope(url) as s:
+                    tid = review.claim_next(s, uids[name], name, 600)
+                if tid is None:
+                    stop.wait(0.01)
+                    continue
+                with session_scope(url) as s:
+                    out = review.post_label(s, tid, uids[name], name, "road", "review")
+                if not out.closed:
+                    problems.append(f"{name}'s label on task {tid} did not close it")
+                labeled.append(tid)
+        except Exception as exc:  # reported below
+            problems.append(repr(exc))
+
+    threads = [threading.Thread(target=reviewer, args=(n,), daemon=True) for n in uids]
+    for t in threads:
+        t.start()
+    sc = scorer(pg_settings, tiny_encoder)
+    try:
+        for _ in range(12):
+            activate(pg_settings, v2)
+            sc.rescore_open_tasks()
+            assert resolved_by_inactive(url) == 0
+            rollback(pg_settings)
+            assert resolved_by_inactive(url) == 0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not problems, problems[:5]
+    assert labeled
+    with session_scope(url) as s:
+        assert s.scalar(select(func.count()).select_from(Label)) == len(labeled)
+        states = {t.id: t.state for t in s.scalars(select(ReviewTask).where(ReviewTask.id.in_(labeled)))}
+    assert set(states.values()) == {"done"}, states

@@ -217,7 +217,7 @@ def train_binary(X: np.ndarray, y: np.ndarray, encoder_key: str, recipe: Recipe 
 
 
 def out_of_fold_probs(kind: str, X: np.ndarray, y: np.ndarray, encoder_key: str, recipe: Recipe,
-                      folds: int = 5) -> np.ndarray:
+                      folds: int = 5, on_epoch=None) -> np.ndarray:
     """Each row's class probabilities from a head that never saw it (k-fold, stratified)."""
     y = np.asarray(y, dtype=np.int64)
     rng = np.random.default_rng(recipe.seed)
@@ -232,5 +232,5 @@ def out_of_fold_probs(kind: str, X: np.ndarray, y: np.ndarray, encoder_key: str,
         tr, te = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
         if len(te) == 0 or len(np.unique(y[tr])) < 2:
             continue
-        out[te] = train_head(kind, X[tr], y[tr], encoder_key, plain).head.predict(X[te])
+        out[te] = train_head(kind, X[tr], y[tr], encoder_key, plain, on_epoch=on_epoch).head.predict(X[te])
     return out

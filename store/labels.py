@@ -8,7 +8,6 @@ from typing import Iterator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .corrections import CORRECTION
 from .queries import _chunks
 from .schema import Batch, BatchImage, Image, Label, ModelVersion, Prediction, User
 
@@ -24,21 +23,20 @@ class Consensus:
 
 def consensus(session: Session) -> Consensus:
     """One label per image. People outvote training folders (they may be correcting them);
-    among people the majority wins (a reviewer's correction replaces their earlier labels of that
-    image); a tie keeps the image out of training and lists it."""
+    among people the majority wins, one vote per person (their newest label of the image: a
+    reviewer who labels a reopened task again does not vote twice); a tie keeps the image out of
+    training and lists it."""
     human: dict[int, Counter] = defaultdict(Counter)
     folder: dict[int, Counter] = defaultdict(Counter)
-    votes: dict[tuple[int, int], list[str]] = defaultdict(list)
-    for image_id, user_id, cls, source in session.execute(
-            select(Label.image_id, Label.user_id, Label.cls, Label.source).order_by(Label.id)):
+    vote: dict[tuple[int, int], str] = {}
+    for image_id, user_id, cls in session.execute(select(Label.image_id, Label.user_id, Label.cls)
+                                                  .order_by(Label.id)):
         if user_id is None:
             folder[image_id][cls] += 1
-        elif source == CORRECTION:  # a reviewer's correction replaces their earlier votes
-            votes[image_id, user_id] = [cls]
         else:
-            votes[image_id, user_id].append(cls)
-    for (image_id, _), given in votes.items():
-        human[image_id].update(given)
+            vote[(image_id, user_id)] = cls
+    for (image_id, _), cls in vote.items():
+        human[image_id][cls] += 1
     out = Consensus()
     for image_id, votes in {**folder, **human}.items():
         ranked = votes.most_common()
@@ -60,11 +58,8 @@ def labels_since(session: Session, since) -> int:
 
 def export_rows(session: Session, batch_id: int | None = None) -> Iterator[dict]:
     """Per image: hash, source name, latest prediction and its model version, human labels, final."""
-    newest = (select(Prediction.image_id, func.max(Prediction.id).label("pid"))
-              .group_by(Prediction.image_id).subquery())
-    q = (select(Image, Prediction, ModelVersion.kind)
-         .outerjoin(newest, newest.c.image_id == Image.id)
-         .outerjoin(Prediction, Prediction.id == newest.c.pid)
+    q = (select(Image, Prediction, ModelVersion.kind)  # the image's current prediction
+         .outerjoin(Prediction, Prediction.id == Image.latest_prediction_id)
          .outerjoin(ModelVersion, ModelVersion.id == Prediction.model_version_id)
          .order_by(Image.id))
     if batch_id is not None:

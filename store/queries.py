@@ -4,15 +4,17 @@ transaction, so a chunk's writes land together or not at all.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
-from sqlalchemy import DateTime, Integer, any_, bindparam, case, func, or_, select, update
+from sqlalchemy import DateTime, Integer, any_, bindparam, case, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.orm import Session, aliased
 
+from .pausepoints import reach
 from .schema import (
     Batch, BatchImage, Embedding, Image, Label, ModelVersion, Prediction, ReviewTask, utcnow,
 )
@@ -56,6 +58,20 @@ def insert_ignore(session: Session, model, rows: list[dict]) -> None:
     session.connection().execute(insert(model.__table__).on_conflict_do_nothing(), rows)
 
 
+def insert_new(session: Session, model, rows: list[dict], *returning) -> list:
+    """INSERT ... ON CONFLICT DO NOTHING ... RETURNING ``returning``: the rows this call actually
+    wrote (a concurrent writer's rows are not among them), so that only those get their follow-up
+    writes. Rows come back in no particular order: key them by a unique column."""
+    if not rows:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(model.__table__).on_conflict_do_nothing().returning(*returning)
+    return [row for part in _chunks(rows) for row in session.connection().execute(stmt, part)]
+
+
 # --------------------------------------------------------------------------- batches & images
 @dataclass
 class Registered:
@@ -84,26 +100,27 @@ def register_images(session: Session, batch_id: int | None, files: Sequence[tupl
         first_name.setdefault(sha, (name, size))
     shas = list(first_name)
     before = _ids_by_sha(session, shas)
+    reach("register.before_insert")
     status = "queued" if queue else "registered"
-    insert_ignore(session, Image, [
+    # Only the rows this call wrote are new: a concurrent registration of the same file may have
+    # inserted it since ``before`` was read, and then it is that registration's to enqueue.
+    created = {sha for _, sha in insert_new(session, Image, [
         {"sha256": sha, "storage_key": sha, "source_name": name[:500], "size_bytes": size,
          "status": status, "attempts": 0, "created_at": now}
-        for sha, (name, size) in first_name.items() if sha not in before])
+        for sha, (name, size) in first_name.items() if sha not in before], IM.c.id, IM.c.sha256)}
     by_sha = _ids_by_sha(session, shas)
     out = Registered(batch_id or 0)
     out.image_ids = [by_sha[sha] for _, sha, _ in files]
-    out.new_ids = [by_sha[sha] for sha in shas if sha not in before]
+    out.new_ids = [by_sha[sha] for sha in shas if sha in created]
     if batch_id is not None:
         insert_ignore(session, BatchImage, [
             {"batch_id": batch_id, "image_id": by_sha[sha], "source_name": name[:500], "added_at": now}
             for sha, (name, _) in first_name.items()])
-    if queue:
-        waiting = [i for part in _chunks([by_sha[s] for s in before])
-                   for i in session.scalars(select(Image.id).where(
-                       Image.id.in_(part), Image.status == "registered"))]
-        for part in _chunks(waiting):
-            session.execute(update(Image).where(Image.id.in_(part), Image.status == "registered")
-                            .values(status="queued"))
+    if queue:  # registered -> queued by whichever registration flips it (the UPDATE says)
+        known = [by_sha[s] for s in shas if s not in created]
+        waiting = [i for part in _chunks(known) for i in session.scalars(
+            update(Image).where(Image.id.in_(part), Image.status == "registered")
+            .values(status="queued").returning(Image.id))]
         out.to_score = out.new_ids + waiting
     return out
 
@@ -165,12 +182,18 @@ def active_model(session: Session) -> ModelVersion | None:
 
 
 def activate_model(session: Session, version_id: int) -> None:
-    """Retire the active head and activate ``version_id`` in the caller's one transaction."""
+    """Retire the active head and activate ``version_id`` in the caller's one transaction, under
+    the active-head guard (store/active_head.py) held until that transaction ends."""
+    from . import active_head
+
+    active_head.hold(session, exclusive=True)
     session.execute(update(ModelVersion).where(ModelVersion.state == "active")
                     .values(state="retired"))
     session.flush()
+    from .clock import db_now
+
     session.execute(update(ModelVersion).where(ModelVersion.id == version_id)
-                    .values(state="active", activated_at=utcnow()))
+                    .values(state="active", activated_at=db_now(session)))
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -246,66 +269,149 @@ def point_to_latest(session: Session, rows: Sequence[Prediction]) -> None:
         session.connection().execute(_POINT, [{"b_image": r.image_id, "b_pred": r.id} for r in rows])
 
 
-def _insert_predictions(session: Session, predictions: list[dict], now) -> list[Prediction]:
-    """Prediction rows from the scorer's dicts (which also carry the routing ``priority``)."""
-    rows = [Prediction(**{k: v for k, v in p.items() if k != "priority"}, created_at=now)
-            for p in predictions]
-    session.add_all(rows)
-    session.flush()  # assigns ids (one multi-row INSERT ... RETURNING)
-    return rows
+PT = Prediction.__table__
 
 
-def record_predictions(session: Session, predictions: list[dict], sizes: dict[int, tuple[int, int]]) -> int:
-    """Insert predictions, open review tasks for routed ones, mark the images scored.
+def _insert_predictions(session: Session, predictions: list[dict], now) -> list:
+    """Insert prediction rows from the scorer's dicts (which also carry the routing
+    ``priority``); returns the rows written, in the order given. An image that already has a
+    prediction from that version (a concurrent delivery of the chunk, a concurrent re-score)
+    keeps it, and its row is not among those returned."""
+    if not predictions:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        found = session.execute(_INSERT_PREDICTIONS_PG, {
+            col: [json.dumps(p.get(col)) if col in _JSON_COLS and p.get(col) is not None else p.get(col)
+                  for p in predictions]
+            for col in _PRED_COLS if col != "created_at"} | {"created_at": [now] * len(predictions)})
+    else:
+        found = insert_new(session, Prediction, [
+            {**{k: v for k, v in p.items() if k != "priority"}, "created_at": now} for p in predictions],
+            PT.c.id, PT.c.image_id, PT.c.routed, PT.c.reasons)
+    written = {row.image_id: row for row in found}
+    return [written[p["image_id"]] for p in predictions if p["image_id"] in written]
 
-    Each prediction dict carries Prediction's columns plus ``priority``. Returns tasks opened.
+
+# Postgres: one INSERT ... SELECT FROM unnest(arrays) per call, whatever the row count: a
+# multi-row VALUES list of thousands of rows cost more to build and parse than to write
+_PRED_TYPES = {"image_id": "int", "model_version_id": "int", "encoder": "text", "head_probs": "json",
+               "p_road": "float8", "zs_probs": "json", "zs_p_road": "float8", "predicted_class": "text",
+               "zs_class": "text", "routed": "bool", "reasons": "text", "created_at": "timestamptz"}
+_PRED_COLS = tuple(_PRED_TYPES)
+_JSON_COLS = {"head_probs", "zs_probs"}
+_INSERT_PREDICTIONS_PG = text(
+    f"INSERT INTO prediction ({', '.join(_PRED_COLS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _PRED_TYPES.items())
+    + ") ON CONFLICT DO NOTHING RETURNING id, image_id, routed, reasons")
+
+
+class Recorded(NamedTuple):
+    written: int   # predictions this call wrote (images another writer scored first are not)
+    routed: int    # review tasks opened
+
+
+def record_predictions(session: Session, predictions: list[dict], sizes: dict[int, tuple[int, int]]) -> Recorded:
+    """Insert predictions, open review tasks for routed ones, mark the images scored: only for the
+    predictions this call wrote, so a concurrent writer of one image costs nothing else.
+
+    Each prediction dict carries Prediction's columns plus ``priority``.
     """
     if not predictions:
-        return 0
+        return Recorded(0, 0)
     now = utcnow()
     rows = _insert_predictions(session, predictions, now)
-    routed = [(row, p["priority"]) for row, p in zip(rows, predictions) if row.routed]
+    priority = {p["image_id"]: p["priority"] for p in predictions}
+    routed = [(row, priority[row.image_id]) for row in rows if row.routed]
     if routed:
         insert_ignore(session, ReviewTask, [  # the partial unique index keeps one open task per image
             {"image_id": row.image_id, "prediction_id": row.id, "state": "open",
              "reasons": row.reasons, "priority": float(priority), "created_at": now, "updated_at": now}
             for row, priority in routed])
+    if not rows:
+        return Recorded(0, 0)
     session.connection().execute(_SCORED, [  # and point each image at its new prediction
         {"b_image": row.image_id, "b_now": now, "b_pred": row.id,
          "b_width": sizes.get(row.image_id, (None, None))[0],
          "b_height": sizes.get(row.image_id, (None, None))[1]}
         for row in rows])
-    return len(routed)
+    return Recorded(len(rows), len(routed))
 
 
-def open_model_tasks(session: Session, human_reasons: Sequence[str]) -> list[ReviewTask]:
-    """Open (unclaimed) tasks routed only for reasons a better model can settle, i.e. for none
-    of ``human_reasons`` (audit samples and suspect labels wait for a person regardless)."""
-    q = select(ReviewTask).where(ReviewTask.state == "open")
+class RescoreItem(NamedTuple):
+    task_id: int
+    id: int                 # the image's (what the scorer's ``predict`` reads, with sha256)
+    sha256: str
+    current_version: int | None  # the model version of the image's current prediction
+
+
+def rescore_page(session: Session, human_reasons: Sequence[str], after_task_id: int,
+                 limit: int) -> list[RescoreItem]:
+    """Open (unclaimed) tasks with ids above ``after_task_id``, at most ``limit`` of them, in id
+    order: one bounded page of a re-score. Only tasks routed for reasons a better model can
+    settle, i.e. none of ``human_reasons`` (audit samples and suspect labels wait for a person
+    regardless)."""
+    q = (select(ReviewTask.id, ReviewTask.image_id, Image.sha256, Prediction.model_version_id)
+         .join(Image, Image.id == ReviewTask.image_id)
+         .outerjoin(Prediction, Prediction.id == Image.latest_prediction_id)
+         .where(ReviewTask.state == "open", ReviewTask.id > after_task_id)
+         .order_by(ReviewTask.id).limit(limit))
     for reason in human_reasons:
         q = q.where(ReviewTask.reasons.not_like(f"%{reason}%"))
-    return list(session.scalars(q))
+    return [RescoreItem(*row) for row in session.execute(q)]
 
 
-def apply_rescore(session: Session, predictions: list[dict], version_id: int) -> int:
-    """Record re-score predictions; resolve tasks the new head no longer routes, refresh the rest.
-    Returns the number of tasks resolved."""
+RT = ReviewTask.__table__
+
+
+def apply_rescore(session: Session, predictions: list[dict], version_id: int,
+                  task_of_image: dict[int, int] | None = None) -> int:
+    """Record re-score predictions; resolve the tasks the new head no longer routes, refresh the
+    rest. ``task_of_image`` names the task read for each image (default: its open task).
+    Returns the number of tasks resolved.
+
+    Every task write is conditional on the task still being open: a claim or a label that landed
+    since the tasks were read wins, and the re-score leaves that task alone. An image that
+    already has a prediction from this version (a concurrent re-score or chunk wrote it) keeps
+    that one; the task is pointed at it."""
     if not predictions:
         return 0
     rows = _insert_predictions(session, predictions, utcnow())
     point_to_latest(session, rows)
-    by_image = {row.image_id: (row, p["priority"]) for row, p in zip(rows, predictions)}
+    image_ids = [p["image_id"] for p in predictions]
+    pred_id = {row.image_id: row.id for row in rows}
+    missing = [i for i in image_ids if i not in pred_id]
+    for ids_match in _id_in(session, PT.c.image_id, missing):
+        pred_id.update(session.execute(select(PT.c.image_id, PT.c.id).where(
+            PT.c.model_version_id == version_id, ids_match)).all())
+    if task_of_image is None:
+        task_of_image = {i: t for ids_match in _id_in(session, RT.c.image_id, image_ids)
+                         for i, t in session.execute(select(RT.c.image_id, RT.c.id).where(
+                             RT.c.state == "open", ids_match))}
+    now = utcnow()
+    settled = [task_of_image[p["image_id"]] for p in predictions
+               if not p["routed"] and p["image_id"] in task_of_image and p["image_id"] in pred_id]
     resolved = 0
-    for task in session.scalars(select(ReviewTask).where(
-            ReviewTask.state == "open", ReviewTask.image_id.in_(list(by_image)))):
-        row, priority = by_image[task.image_id]
-        task.prediction_id = row.id
-        if row.routed:
-            task.reasons, task.priority = row.reasons, float(priority)
-        else:
-            task.state, task.resolved_by_version_id = "resolved", version_id
-            resolved += 1
+    this_version = (select(PT.c.id).where(PT.c.image_id == RT.c.image_id,
+                                          PT.c.model_version_id == version_id).scalar_subquery())
+    for ids_match in _id_in(session, RT.c.id, settled):
+        resolved += len(session.execute(
+            update(RT).where(ids_match, RT.c.state == "open")
+            .values(state="resolved", resolved_by_version_id=version_id, prediction_id=this_version,
+                    lease_owner=None, lease_expires_at=None, updated_at=now)
+            .returning(RT.c.id)).all())
+    refreshed = [{"b_task": task_of_image[p["image_id"]], "b_pred": pred_id[p["image_id"]],
+                  "b_reasons": p["reasons"], "b_priority": float(p["priority"]), "b_now": now}
+                 for p in predictions
+                 if p["routed"] and p["image_id"] in task_of_image and p["image_id"] in pred_id]
+    if refreshed:
+        session.connection().execute(_REFRESH, refreshed)
     return resolved
+
+
+_REFRESH = (update(RT).where(RT.c.id == bindparam("b_task", type_=Integer), RT.c.state == "open")
+            .values(prediction_id=bindparam("b_pred", type_=Integer), reasons=bindparam("b_reasons"),
+                    priority=bindparam("b_priority"),
+                    updated_at=bindparam("b_now", type_=DateTime(timezone=True))))
 
 
 def open_review_tasks(session: Session, items: dict[int, tuple[str, float]]) -> int:
@@ -336,8 +442,36 @@ def reopen_resolved(session: Session, version_id: int) -> int:
                                       live.state.in_(("open", "claimed"))).exists())
     res = session.execute(update(ReviewTask).where(
         ReviewTask.state == "resolved", ReviewTask.resolved_by_version_id == version_id, ~has_live)
-        .values(state="open", resolved_by_version_id=None, updated_at=utcnow()))
+        .values(state="open", resolved_by_version_id=None, lease_owner=None, lease_expires_at=None,
+                updated_at=utcnow()))
     return res.rowcount or 0
+
+
+def restore_predictions(session: Session, left_id: int, restored_id: int) -> None:
+    """Rolling back from head ``left_id`` to ``restored_id``: every image whose current
+    prediction came from the head being left points back at the restored head's prediction
+    (else its newest prediction from any other head), and so do its open and claimed tasks.
+    Images only the left head ever scored keep that prediction until a re-score replaces it."""
+    P2 = PT.alias("other")
+    from_left = select(PT.c.id).where(PT.c.model_version_id == left_id)
+    restored = func.coalesce(
+        select(P2.c.id).where(P2.c.image_id == IM.c.id, P2.c.model_version_id == restored_id)
+        .scalar_subquery(),
+        select(func.max(P2.c.id)).where(
+            P2.c.image_id == IM.c.id,
+            or_(P2.c.model_version_id.is_(None), P2.c.model_version_id != left_id)).scalar_subquery())
+    session.execute(update(IM).where(IM.c.latest_prediction_id.in_(from_left), restored.is_not(None))
+                    .values(latest_prediction_id=restored))
+    current = (select(IM.c.latest_prediction_id).where(IM.c.id == RT.c.image_id)
+               .correlate(RT).scalar_subquery())
+    reasons = (select(P2.c.reasons).where(P2.c.id == IM.c.latest_prediction_id, IM.c.id == RT.c.image_id,
+                                          P2.c.routed.is_(True))
+               .correlate(RT).scalar_subquery())
+    session.execute(update(RT).where(RT.c.state.in_(("open", "claimed")),
+                                     RT.c.prediction_id.in_(from_left),
+                                     current.not_in(from_left))
+                    .values(prediction_id=current, reasons=func.coalesce(reasons, RT.c.reasons),
+                            updated_at=utcnow()))
 
 
 # --------------------------------------------------------------------------- labels
@@ -360,12 +494,9 @@ def totals(session: Session) -> dict:
 
 def latest_predictions(session: Session, batch_id: int) -> list[tuple[BatchImage, Image, Prediction | None]]:
     """Each image of a batch with its newest prediction (for summaries and the demo table)."""
-    newest = (select(Prediction.image_id, func.max(Prediction.id).label("pid"))
-              .group_by(Prediction.image_id).subquery())
     q = (select(BatchImage, Image, Prediction)
          .join(Image, Image.id == BatchImage.image_id)
-         .outerjoin(newest, newest.c.image_id == Image.id)
-         .outerjoin(Prediction, Prediction.id == newest.c.pid)
+         .outerjoin(Prediction, Prediction.id == Image.latest_prediction_id)
          .where(BatchImage.batch_id == batch_id)
          .order_by(BatchImage.source_name))
     return list(session.execute(q).tuples())

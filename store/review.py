@@ -30,6 +30,7 @@ from typing import Sequence
 from sqlalchemy import Integer, Row, case, delete, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from .clock import db_now
 from .schema import (
     CLASSES, Batch, BatchImage, Image, Label, Prediction, ReviewClaim, ReviewSkip, ReviewTask,
     User, utcnow,
@@ -98,7 +99,7 @@ def claim_next(session: Session, user_id: int, owner: str, lease_s: float,
     next image), with its lease renewed; ``exclude`` names claims the caller is already showing.
     Then the highest-priority open or lease-expired task the reviewer has not skipped.
     """
-    now = utcnow()
+    now = db_now(session)  # the database's clock: hosts' clocks may disagree
     until = _lease_end(lease_s, now)
     exclude = [int(i) for i in exclude][:MAX_EXCLUDE]
 
@@ -143,7 +144,7 @@ def renew(session: Session, owner: str, task_ids: Sequence[int], lease_s: float)
     """Extend the reviewer's live claims on ``task_ids``; returns the ids still held."""
     if not task_ids:
         return []
-    now = utcnow()
+    now = db_now(session)
     return list(session.scalars(
         update(RT)
         .where(RT.c.id.in_([int(i) for i in task_ids][:MAX_EXCLUDE]),
@@ -186,7 +187,7 @@ def post_label(session: Session, task_id: int, user_id: int, owner: str, cls: st
     then the conditional close."""
     if cls not in CLASSES:
         raise ValueError(f"class must be one of {', '.join(CLASSES)}, not {cls!r}")
-    now = utcnow()
+    now = db_now(session)
     claimed = or_(func.coalesce(RT.c.lease_owner, "") == owner,
                   exists().where(RC.c.task_id == RT.c.id, RC.c.user_id == user_id))
     row = select(RT.c.image_id, literal(user_id), RT.c.id, literal(source), literal(cls),
@@ -228,7 +229,7 @@ def undo(session: Session, user_id: int, owner: str, lease_s: float,
         return None
     if session.execute(delete(LB).where(LB.c.id == label.id)).rowcount != 1:
         return None  # a concurrent undo got there first
-    now = utcnow()
+    now = db_now(session)
     other = _OTHER.c
     reopened = session.execute(
         update(RT)
@@ -277,7 +278,7 @@ def open_count(session: Session) -> int:
 
 def queue_overview(session: Session, active_window_s: float = 3600) -> dict:
     """Open tasks by reason and by batch, the oldest waiting, and who is reviewing now."""
-    now = utcnow()
+    now = db_now(session)
     claimable = _claimable()
     live = (ReviewTask.state == "claimed") & (ReviewTask.lease_expires_at >= now)
     counts = session.execute(select(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 IMAGE_STATES = ("registered", "queued", "scored", "failed")
 # Review task lifecycle; at most one task per image is open or claimed at a time.
 TASK_STATES = ("open", "claimed", "done", "skipped", "resolved")
-MODEL_STATES = ("candidate", "active", "retired")
+MODEL_STATES = ("candidate", "active", "retired", "rolled_back")
 CLASSES = ("field", "road", "road_and_field")
 
 
@@ -51,8 +51,10 @@ class Image(Base):
     queued_at: Mapped[dt.datetime | None] = mapped_column()  # last time a scoring task was sent
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     scored_at: Mapped[dt.datetime | None] = mapped_column()
-    # The image's newest prediction (max prediction.id), set by the statement that records a
-    # prediction, in its transaction (store/queries.py): browse joins one row by primary key
+    # The image's current prediction: its newest (max prediction.id), set by the statement that
+    # records a prediction, in its transaction (store/queries.py), except that a rollback points
+    # it back at the restored head's prediction (store/queries.py restore_predictions). Browse,
+    # export and summaries join this one row by primary key
     # instead of finding max(id) per image. No foreign key: prediction already points at image,
     # and a cycle between the two tables would buy nothing the writers don't already ensure.
     latest_prediction_id: Mapped[int | None] = mapped_column(Integer)

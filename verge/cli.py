@@ -465,7 +465,7 @@ def models_list(as_json):
         click.echo("no model versions yet; train one with `verge train binary DIR`")
     for r in rows:
         acc = r["metrics"].get("train_accuracy")
-        click.echo(f"{r['id']:>4}  {r['state']:<9} {r['kind']:<12} {r['encoder']:<32} "
+        click.echo(f"{r['id']:>4}  {r['state']:<11} {r['kind']:<12} {r['encoder']:<32} "
                    f"{r['created_at'][:19]}" + (f"  train acc {acc:.3f}" if acc is not None else ""))
 
 
@@ -475,18 +475,22 @@ def models_list(as_json):
 @_friendly
 def retrain(as_json, no_rescore):
     """Train a three-class candidate on all labels; promote it only if it beats the active head."""
-    from store.locks import LockBusy
+    from store.locks import LeaseLost, LockBusy
     from workers.retrain import retrain as run
 
     settings = _settings()
     _migrated(settings)
+    requested = []  # the re-score is requested as soon as the promotion commits
     try:
         out = run(settings, trigger="manual", on_epoch=None if as_json else (
             lambda st: click.echo(f"epoch {st.epoch}: loss {st.loss:.4f}  train acc {st.accuracy:.3f}"
-                                  + (f"  val macro-F1 {st.val['macro_f1']:.3f}" if st.val else ""))))
+                                  + (f"  val macro-F1 {st.val['macro_f1']:.3f}" if st.val else ""))),
+            on_promoted=None if no_rescore else (lambda _v: requested.append(_after_activation(settings))))
     except LockBusy as exc:
         raise UserError(f"another retrain is running: {exc}") from None
-    rescored = _after_activation(settings) if out.promoted and not no_rescore else None
+    except LeaseLost as exc:
+        raise UserError(f"this retrain stopped without promoting: {exc}") from None
+    rescored = requested[0] if requested else None
     if as_json:
         click.echo(json.dumps({**out.as_dict(), "rescore": rescored}, indent=2, default=str))
         return

@@ -1,6 +1,9 @@
 """The retraining job: labels in, maybe a better head out.
 
 1. Take the ``retrain`` lock (leased in the database: a crashed run frees it after its TTL).
+   The lease is renewed through every long phase; a run that lost it (it expired and another
+   run took it) raises ``LeaseLost`` at its next renewal and never promotes: the promotion's own
+   transaction re-confirms the lease.
 2. Gather the consensus label of every labeled image and its stored embedding (CLIP is never
    recomputed); ties between reviewers stay out and are listed for adjudication.
 3. Split by image hash (stable across runs) into training and held-out images; train a
@@ -8,7 +11,10 @@
    stopping on a validation split of the training part, best epoch kept).
 4. Judge candidate and active head on the same held-out labels; record the candidate with its
    metrics and curves (database + TensorBoard); promote it only if it beats the active head by
-   the margin, otherwise keep it as a candidate with the reason.
+   the margin, otherwise keep it as a candidate with the reason. The promotion re-reads the
+   active head under the active-head guard: if it is no longer the head the candidate was judged
+   against (a manual activation or rollback meanwhile), the candidate is kept, not promoted.
+   ``on_promoted`` is called the moment the promotion commits (to request the re-score).
 5. Out-of-fold predictions over the labeled set: training-folder labels that the model
    confidently rejects are routed to review as ``suspect_label`` (skipped when every label came
    from people: theirs are never flagged).
@@ -21,17 +27,20 @@ import secrets
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from models.encoder import EncoderSpec
 from models.heads import THREE_CLASS, THREE_CLASSES, load_head, save_head
 from models.metrics import classification_metrics
 from models.training import (RETRAIN_RECIPE, Recipe, TrainResult, batch_size_for, out_of_fold_probs,
                              train_head)
+from store import active_head as head_guard
 from store import labels as labels_q
 from store import locks
 from store import queries as q
+from store.clock import db_now
 from store.db import session_scope
+from store.pausepoints import reach
 from store.schema import ModelVersion
 from verge.settings import Settings
 
@@ -40,6 +49,7 @@ from .routing import SUSPECT_LABEL
 
 log = logging.getLogger("verge.retrain")
 MIN_LABELS = 10
+ROLLED_BACK = "rolled_back"  # a head a rollback left: never the target of a later rollback
 
 
 @dataclass
@@ -72,16 +82,20 @@ def _expand(probs: np.ndarray, classes) -> np.ndarray:
 
 
 def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = "manual",
-            on_epoch=None, find_suspects: bool = True) -> RetrainOutcome:
+            on_epoch=None, find_suspects: bool = True, on_promoted=None) -> RetrainOutcome:
     url = settings.resolved_database_url
     encoder_key = EncoderSpec(settings.encoder, settings.pretrained).key
     with locks.held(url, "retrain", settings.retrain_lock_ttl) as lease:
         with session_scope(url) as s:
+            # the labels this run sees are those before this instant: the version records it as
+            # its created_at, so labels that arrive while it trains count towards the next run
+            labels_as_of = db_now(s)
             agreed = labels_q.consensus(s)
             vectors = q.stored_embeddings(s, list(agreed.labels), encoder_key)
             shas = q.hashes_by_id(s, list(vectors))
             active = q.active_model(s)
             active_info = (active.id, active.path, active.encoder) if active else None
+        lease.renew()
         ids = sorted(vectors)
         out = RetrainOutcome(None, False, "", labels=len(ids), ties=agreed.ties)
         if len(ids) < MIN_LABELS or len({agreed.labels[i] for i in ids}) < 2:
@@ -125,29 +139,40 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
         path = save_head(result.head,
                          settings.model_dir / f"three_class-{stamp}-{secrets.token_hex(3)}.pt")
         lease.renew()
+        reach("retrain.before_promote")
         with session_scope(url) as s:  # the version row and the flip land together or not at all
+            judged_against = active_info[0] if active_info else None
+            now_active = head_guard.hold(s, exclusive=True)
+            lease.confirm(s)  # still ours (on Postgres: locked until this commits)
+            if promote and (now_active.id if now_active else None) != judged_against:
+                promote = False
+                out.reason = (f"not promoted: version {now_active.id if now_active else None} became "
+                              f"active while this candidate was judged against version {judged_against}")
             mv = ModelVersion(kind=THREE_CLASS, classes=list(THREE_CLASSES), encoder=encoder_key,
                               path=str(path.resolve()), metrics=result.head.meta.metrics,
-                              state="candidate", note=out.reason)
+                              state="candidate", note=out.reason, created_at=labels_as_of)
             s.add(mv)
             s.flush()
             if promote:
                 q.activate_model(s, mv.id)
             out.version_id, out.promoted = mv.id, promote
+        if promote and on_promoted:
+            on_promoted(out.version_id)
         if promote:
             webhooks.emit(settings, "model.promoted", {
                 "version": out.version_id, "kind": THREE_CLASS, "trigger": trigger, "reason": out.reason,
                 "held_out": cand, "previous_version": out.active_version_id})
         write_tensorboard(settings, out.version_id, result.history, cand)
         if find_suspects:
-            out.suspects = flag_suspects(settings, ids, X, y, agreed, encoder_key, recipe, result)
+            out.suspects = flag_suspects(settings, ids, X, y, agreed, encoder_key, recipe, result,
+                                         lease=lease)
     log.info("retrain (%s): version %s %s: %s", trigger, out.version_id,
              "promoted" if out.promoted else "kept as candidate", out.reason)
     return out
 
 
 def flag_suspects(settings: Settings, ids, X, y, agreed, encoder_key: str, recipe: Recipe,
-                  candidate: TrainResult | None = None) -> int:
+                  candidate: TrainResult | None = None, lease: locks.Lease | None = None) -> int:
     """Route training-folder labels the model confidently rejects (out-of-fold) to people."""
     if len(ids) < 10 or all(iid in agreed.human for iid in ids):
         return 0  # only labels from training folders are ever flagged: no need to train 5 folds
@@ -157,7 +182,8 @@ def flag_suspects(settings: Settings, ids, X, y, agreed, encoder_key: str, recip
         # labels, says how many epochs this data wants (1-3 at 100k labels); folds trained to 15
         # took minutes there and grew more confident on ambiguous images (bench/retrain.py).
         epochs = min(epochs, candidate.best_epoch)
-    oof = out_of_fold_probs(THREE_CLASS, X, y, encoder_key, replace(recipe, epochs=epochs), folds=5)
+    oof = out_of_fold_probs(THREE_CLASS, X, y, encoder_key, replace(recipe, epochs=epochs), folds=5,
+                            on_epoch=(lambda _stats: lease.renew()) if lease else None)
     suspects = {}
     for i, iid in enumerate(ids):
         if iid in agreed.human:
@@ -166,6 +192,8 @@ def flag_suspects(settings: Settings, ids, X, y, agreed, encoder_key: str, recip
         if 1.0 - p_given >= settings.suspect_threshold:
             suspects[iid] = 1.0 - p_given
     with session_scope(settings.resolved_database_url) as s:
+        if lease:
+            lease.confirm(s)
         opened = q.open_review_tasks(s, {iid: (SUSPECT_LABEL, p) for iid, p in suspects.items()})
     if opened:
         webhooks.emit(settings, "label.suspect", {
@@ -216,19 +244,23 @@ def activate(settings: Settings, version_id: int) -> ModelVersion:
 
 def rollback(settings: Settings) -> tuple[int, int, int]:
     """Re-activate the head that was active before the current one; reopen what the current one
-    resolved. Returns (from_version, to_version, tasks_reopened)."""
+    resolved and point images and open tasks back at the restored head's predictions. The head
+    left behind is marked ``rolled_back``, so a second rollback goes further back instead of
+    returning to it. Returns (from_version, to_version, tasks_reopened)."""
     with session_scope(settings.resolved_database_url) as s:
-        current = q.active_model(s)
+        current = head_guard.hold(s, exclusive=True)
         if current is None:
             raise ValueError("no head is active; nothing to roll back")
         previous = s.scalar(select(ModelVersion)
                             .where(ModelVersion.state == "retired", ModelVersion.activated_at.is_not(None))
                             .order_by(ModelVersion.activated_at.desc()).limit(1))
         if previous is None:
-            raise ValueError(f"version {current.id} is the only head ever active; nothing to roll back to")
+            raise ValueError(f"no earlier head is left behind version {current.id} (it is the first one "
+                             f"activated, or the earlier ones were rolled back); nothing to roll back to")
         q.activate_model(s, previous.id)
-        current.state = "retired"
+        s.execute(update(ModelVersion).where(ModelVersion.id == current.id).values(state=ROLLED_BACK))
         reopened = q.reopen_resolved(s, current.id)
+        q.restore_predictions(s, current.id, previous.id)
         out = current.id, previous.id, reopened
     webhooks.emit(settings, "model.rolled_back", {"from_version": out[0], "to_version": out[1],
                                                   "review_tasks_reopened": out[2]})

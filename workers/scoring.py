@@ -5,7 +5,11 @@
 2. Outside any transaction: reuse stored embeddings, decode + embed the rest (thread pool
    overlapping the model), apply the head and zero-shot, route.
 3. In one transaction: embeddings, predictions, review tasks, image states. Unique indexes make a
-   concurrent or repeated run of the same chunk a no-op instead of a duplicate.
+   concurrent or repeated run of the same chunk a no-op instead of a duplicate: only the
+   predictions this chunk actually wrote open tasks and change image states, so a chunk that
+   overlaps another loses nothing of its own. The transaction holds the active-head guard
+   (store/active_head.py) and re-reads the active head: if a promotion or rollback happened while
+   the chunk embedded, it re-scores the vectors just computed with the head now active.
 
 The encoder is loaded once per process; the active head is looked up per chunk and reloaded only
 when its version changes, so a promotion reaches running workers on their next chunk.
@@ -16,15 +20,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import IntegrityError
-
 from models.encoder import Encoder, EncoderSpec, load_encoder
 from models.heads import THREE_CLASS, Head, load_head
 from models.pipeline import embed_keys, stack
 from models.zeroshot import ZeroShot, zero_shot_for
+from store import active_head
 from store import queries as q
 from store.blobs import BlobStore
 from store.db import session_scope
+from store.pausepoints import reach
 from store.schema import CLASSES
 from verge.settings import Settings
 
@@ -111,18 +115,25 @@ class Scorer:
         predictions = self.predict(scored, stack([vectors[im.id] for im in scored],
                                                  self.encoder.embedding_dim), head, mv_id)
         new_vectors = {iid: v for iid, v in vectors.items() if iid not in stored}
-        try:
+        reach("scoring.before_write")
+        while True:
             with session_scope(url) as s:
-                q.save_embeddings(s, self.encoder.key, new_vectors)
-                report.routed = q.record_predictions(s, predictions, sizes)
-                q.mark_failed(s, errors)
-        except IntegrityError:
-            # Another delivery of this chunk won the race and wrote first; nothing is lost.
-            log.info("chunk starting at image %s was written concurrently; treating it as done",
-                     image_ids[:1])
-            report.skipped += len(predictions)
-            predictions = []
-        report.scored = len(predictions)
+                now_active = active_head.hold(s)
+                now_id = now_active.id if now_active else None
+                if now_id == mv_id:
+                    q.save_embeddings(s, self.encoder.key, new_vectors)
+                    recorded = q.record_predictions(s, predictions, sizes)
+                    q.mark_failed(s, errors)
+                    break
+                now_path = now_active.path if now_active else None
+            log.info("the active head changed from %s to %s while a chunk embedded; re-scoring it",
+                     mv_id, now_id)
+            mv_id, head = now_id, self.head_for(now_id, now_path)
+            predictions = self.predict(scored, stack([vectors[im.id] for im in scored],
+                                                     self.encoder.embedding_dim), head, mv_id)
+        report.routed = recorded.routed
+        report.scored = recorded.written
+        report.skipped += len(predictions) - recorded.written  # another delivery wrote them first
         report.failed = len(errors)
         report.errors = errors
         report.seconds = time.perf_counter() - started
@@ -158,28 +169,54 @@ class Scorer:
         return out
 
     def rescore_open_tasks(self) -> dict:
-        """After a promotion: re-score the images of open review tasks with the active head from
-        their stored embeddings (no CLIP forward pass). Tasks a better model is now sure about
-        leave the queue as ``resolved`` (by that version; a rollback reopens them)."""
+        """After a promotion or rollback: re-score the images of open review tasks with the active
+        head from their stored embeddings (no CLIP forward pass). Tasks a better model is now
+        sure about leave the queue as ``resolved`` (by that version; a rollback reopens them).
+
+        Pages through the open tasks in id order, ``RESCORE_PAGE`` at a time, each page read,
+        predicted and written on its own, so memory stays bounded whatever the queue's length.
+        Idempotent: images whose current prediction already comes from the active head are
+        skipped. Each page's write holds the active-head guard and stops the re-score if the head
+        changed meanwhile (whoever changed it asks for its own re-score)."""
         url = self.settings.resolved_database_url
         with session_scope(url) as s:
             mv = q.active_model(s)
             if mv is None:
                 return {"rescored": 0, "resolved": 0}
-            tasks = q.open_model_tasks(s, HUMAN_REASONS)
-            images = q.images_by_id(s, [t.image_id for t in tasks])
-            vectors = q.stored_embeddings(s, [im.id for im in images], self.encoder.key)
-            seen = q.already_predicted(s, list(vectors), mv.id)
-        head = self.head_for(mv.id, mv.path)
-        images = [im for im in images if im.id in vectors and im.id not in seen]
-        predictions = self.predict(images, stack([vectors[im.id] for im in images],
-                                                 self.encoder.embedding_dim), head, mv.id)
-        with session_scope(url) as s:
-            resolved = q.apply_rescore(s, predictions, mv.id)
-        log.info("re-scored %d open tasks with head %s: %d resolved", len(predictions), mv.id, resolved)
-        return {"rescored": len(predictions), "resolved": resolved}
+            mv_id, mv_path = mv.id, mv.path
+        head = self.head_for(mv_id, mv_path)
+        rescored = resolved = 0
+        after = 0
+        while True:
+            with session_scope(url) as s:
+                page = q.rescore_page(s, HUMAN_REASONS, after, RESCORE_PAGE)
+                if not page:
+                    break
+                after = page[-1].task_id
+                todo = [item for item in page if item.current_version != mv_id]
+                vectors = q.stored_embeddings(s, [item.id for item in todo], self.encoder.key)
+            todo = [item for item in todo if item.id in vectors]
+            if not todo:
+                continue
+            predictions = self.predict(todo, stack([vectors[item.id] for item in todo],
+                                                   self.encoder.embedding_dim), head, mv_id)
+            del vectors
+            reach("rescore.before_write")
+            with session_scope(url) as s:
+                now_active = active_head.hold(s)
+                if now_active is None or now_active.id != mv_id:
+                    log.info("re-score with head %s stopped: head %s is active now", mv_id,
+                             now_active.id if now_active else None)
+                    break
+                resolved += q.apply_rescore(s, predictions, mv_id,
+                                            {item.id: item.task_id for item in todo})
+            rescored += len(predictions)
+        log.info("re-scored %d open tasks with head %s: %d resolved", rescored, mv_id, resolved)
+        return {"rescored": rescored, "resolved": resolved}
 
 
+# open review tasks re-scored per page (read, predicted and written together)
+RESCORE_PAGE = 2000
 _scorers: dict = {}
 
 

@@ -88,13 +88,19 @@ def retrain(trigger: str = "schedule") -> dict:
 
     from .retrain import retrain as run
 
+    settings = settings_of(app)
+
+    def request_rescore(version_id: int) -> None:
+        # the moment the promotion commits, before the suspect pass: a run that dies later (or
+        # is redelivered) leaves the promotion with its re-score requested; re-scoring twice is
+        # harmless (it skips images the active head already scored)
+        rescore_open.apply_async(queue=settings.queue)
+
     try:
-        outcome = run(settings_of(app), trigger=trigger)
+        outcome = run(settings, trigger=trigger, on_promoted=request_rescore)
     except LockBusy as exc:
         log.info("retrain skipped: %s", exc)
         return {"skipped": str(exc)}
-    if outcome.promoted:
-        rescore_open.apply_async(queue=settings_of(app).queue)
     return outcome.as_dict()
 
 

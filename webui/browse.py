@@ -16,6 +16,7 @@ from workers.routing import REASONS
 
 from .context import db, int_arg, wants_json
 from .filters import class_name
+from .payloads import body
 
 bp = Blueprint("browse", __name__)
 PAGE = 60
@@ -105,7 +106,7 @@ def _back(image_id: int) -> str:
 def relabel(image_id: int):
     """Correct your own label of an image (from its page or from browse): the earlier label
     stays in the history, the new one is final for you."""
-    cls = request.form.get("class") or (request.get_json(silent=True) or {}).get("class")
+    cls = body().get("class")
     if cls not in CLASSES:
         raise BadRequest(f"'class' must be one of {', '.join(CLASSES)}")
     with db() as s:

@@ -24,6 +24,11 @@ GPU variant (one NVIDIA GPU, no network needed):
 server), a private queue name and a throwaway database, both removed at the end. The last line
 is always ``ratios: d/b=<x> b/a=<y> d/c=<z>``. Goals (issue 5): d/b >= 0.9, b/a >= 0.8; on one
 H100, (d) >= 3000 img/s.
+
+Real weights from a file (issue 15): ``--pretrained /tmp/vit-b-32.pt`` saves the seeded random
+weights there (unless the file exists), loads every part from the file, and runs (d) twice with
+the same worker settings: first with ``none``, then with the file. The last line then ends in
+``d_file/d_none=<w>`` (goal >= 0.9: the file's sha256 is the encoder's key, computed once).
 """
 from __future__ import annotations
 
@@ -49,7 +54,10 @@ def parse_args(argv=None):
                    help="distinct images for (b) and (d) (default 300 on CPU, 20000 on CUDA)")
     p.add_argument("--encoder", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
     p.add_argument("--pretrained", default="none",
-                   help="pretrained tag or weights file; 'none' = seeded random weights (default)")
+                   help="pretrained tag or weights file; 'none' = seeded random weights (default). "
+                        "A path ending in .pt/.pth/.bin/.safetensors that does not exist yet gets the "
+                        "seeded random weights saved to it; with a file, (d) also runs with 'none' "
+                        "and the ratio of the two is printed")
     p.add_argument("--batch", type=int, default=None,
                    help="images per forward pass, everywhere (default 32 on CPU, 256 on CUDA)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
@@ -80,6 +88,7 @@ def parse_args(argv=None):
     if a.fp16 and not cuda:
         p.error("--fp16 needs --device cuda (fp16 on a CPU is slower, not faster)")
     a.cuda = cuda
+    a.weights_file = is_weights_file(a.pretrained)
     a.n = a.n or (20000 if cuda else 300)
     a.batch = a.batch or (256 if cuda else 32)
     a.chunk = a.chunk or max(64, 2 * a.batch)
@@ -92,6 +101,27 @@ def parse_args(argv=None):
     a.loader_workers = (a.loader_workers if a.loader_workers is not None
                         else min(16, cores) if cuda else max(1, min(8, cores // 2)))
     return a
+
+
+def is_weights_file(pretrained: str) -> bool:
+    return pretrained != "none" and (os.sep in pretrained or Path(pretrained).suffix in (
+        ".pt", ".pth", ".bin", ".safetensors"))
+
+
+def save_random_weights(args) -> None:
+    """The seeded random weights verge uses for ``none``, written to ``--pretrained`` when that
+    file does not exist: the same model's cost, loaded the way real weights from a file are."""
+    import torch
+
+    from models.encoder import EncoderSpec, load_encoder
+
+    path = Path(args.pretrained).expanduser()
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(load_encoder(EncoderSpec(args.encoder, "none"), "cpu").model.state_dict(), path)
+    print(f"# saved {args.encoder}'s seeded random weights to {path} "
+          f"({path.stat().st_size / 2**20:.0f} MiB)", flush=True)
 
 
 def sync(device) -> None:
@@ -294,19 +324,21 @@ def part_c(args, files, head_path: Path) -> float:
 
 
 # --------------------------------------------------------------------------- (d) verge
-def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decode: str = "off") -> float:
+def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decode: str = "off",
+           pretrained: str | None = None) -> float:
+    pretrained = args.pretrained if pretrained is None else pretrained
     embedded = args.embedded
     if not embedded and not (C.redis_available() and C.postgres_available()):
         print("# (d): Redis or Postgres not reachable at their defaults: using the embedded "
               "broker (filesystem) + SQLite", flush=True)
         embedded = True
-    data = work / f"var-{gpu_decode}"
+    data = work / f"var-{gpu_decode}-{'file' if is_weights_file(pretrained) else pretrained}"
     data.mkdir()
     env, url, node, where = C.worker_services(data, "tp", embedded, {
-        "VERGE_ENCODER": args.encoder, "VERGE_PRETRAINED": args.pretrained,
+        "VERGE_ENCODER": args.encoder, "VERGE_PRETRAINED": pretrained,
         "VERGE_DEVICE": args.device, "VERGE_BATCH_SIZE": args.batch, "VERGE_CHUNK_SIZE": args.chunk,
         "VERGE_DECODE_THREADS": args.decode_threads, "VERGE_GPU_DECODE": gpu_decode})
-    C.activate_random_head(url, args.encoder, args.pretrained, dim, data / "models")
+    C.activate_random_head(url, args.encoder, pretrained, dim, data / "models")
     t_start = time.perf_counter()
     worker = C.Worker(env, work / "worker.log", node, concurrency=args.concurrency)
     # Warm-up batch: the worker process loads its model at start, and its first chunk opens
@@ -358,6 +390,8 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
     procs = "1 `verge worker` process" + (f" with {args.concurrency} pool processes"
                                           if args.concurrency > 1 else "")
     mode = f", VERGE_GPU_DECODE={gpu_decode}" if args.cuda else ""
+    if args.weights_file:
+        mode += f", VERGE_PRETRAINED={'a weights file' if is_weights_file(pretrained) else pretrained}"
     print(f"(d) verge end to end ({where}; `verge submit` -> {procs}, batch "
           f"{args.batch}, chunk {args.chunk}, {args.decode_threads} decode threads{mode}): {rate:.1f} img/s "
           f"({n} images in {dt:.1f} s)", flush=True)
@@ -374,6 +408,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     C.install_sigterm()
     import torch
+
+    if args.weights_file:
+        save_random_weights(args)
 
     print(f"# machine: {C.machine()}")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} intra-op threads; encoder "
@@ -416,6 +453,8 @@ def main(argv=None) -> None:
         rates["c"] = part_c(args, main_files, head_path)
         gc.collect()
     if "d" in args.only:
+        if args.weights_file:  # the same worker with 'none' first: the baseline of d_file/d_none
+            rates["d_none"] = part_d(args, main_dir, warm_dir, work, dim, args.gpu_decode[0], "none")
         for i, mode in enumerate(args.gpu_decode):
             rate = part_d(args, main_dir, warm_dir, work, dim, mode)
             rates.setdefault("d", rate)
@@ -425,8 +464,10 @@ def main(argv=None) -> None:
     def ratio(x, y):
         return f"{rates[x] / rates[y]:.2f}" if x in rates and y in rates else "n/a"
 
-    print(f"# goals: d/b >= 0.9, b/a >= 0.8" + ("; (d) >= 3000 img/s on one H100" if args.cuda else ""))
-    print(f"ratios: d/b={ratio('d', 'b')} b/a={ratio('b', 'a')} d/c={ratio('d', 'c')}", flush=True)
+    print(f"# goals: d/b >= 0.9, b/a >= 0.8" + ("; (d) >= 3000 img/s on one H100" if args.cuda else "")
+          + ("; d_file/d_none >= 0.9 (issue 15)" if args.weights_file else ""))
+    print(f"ratios: d/b={ratio('d', 'b')} b/a={ratio('b', 'a')} d/c={ratio('d', 'c')}"
+          + (f" d_file/d_none={ratio('d', 'd_none')}" if args.weights_file else ""), flush=True)
 
 
 if __name__ == "__main__":

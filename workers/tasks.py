@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 
 from celery.signals import worker_process_init
@@ -22,6 +23,12 @@ _TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 @worker_process_init.connect
 def _fresh_process(**_):
     dispose_engines()  # connections must never be shared across a fork
+    from models.pipeline import set_intra_op_threads
+
+    settings = settings_of(app)
+    threads = set_intra_op_threads(settings.torch_threads, settings.worker_concurrency)
+    log.info("pool process %d: %d torch intra-op threads (%d pool processes)",
+             os.getpid(), threads, settings.worker_concurrency)
 
 
 @app.task(name=SCORE_CHUNK, bind=True)

@@ -75,12 +75,18 @@ def parse_args(argv=None):
                    help="pool processes of the `verge worker` in (d) (default 1 on CPU, 2 on CUDA: "
                         "one process writes a chunk to the database while the other computes)")
     p.add_argument("--gpu-decode", default="nvjpeg",
-                   help="VERGE_GPU_DECODE for (d) on CUDA: nvjpeg, resize or off; a comma list runs "
-                        "(d) once per mode (the first one goes into the ratios)")
+                   help="VERGE_GPU_DECODE for (d) on CUDA: nvjpeg, dali, nvimgcodec, resize or off; a "
+                        "comma list runs (d) once per mode (the first one goes into the ratios)")
+    p.add_argument("--d-rounds", type=int, default=1,
+                   help="with a weights file: rounds of (d) with 'none' and with the file, in "
+                        "alternating order; the ratio compares the means (default 1)")
     p.add_argument("--seed-n", type=int, default=4, help="images for the seed's approach (c)")
     p.add_argument("--embedded", action="store_true",
                    help="(d) with the filesystem broker + SQLite instead of Redis + Postgres")
     p.add_argument("--photos", default=None, help="folder of JPEGs to copy (default: shared fields-roads)")
+    p.add_argument("--corpus", default="A", type=str.upper, choices=C.CORPORA,
+                   help="A: the photos as they are, 27%% progressive (default); B: baseline JPEGs "
+                        f"scaled to {C.CORPUS_B_SIDE} px on the long side (bench/README.md, Corpora)")
     p.add_argument("--only", default="abcd", help="which parts to run, e.g. 'ad' (default abcd)")
     p.add_argument("--timeout", type=float, default=1800, help="give up on (d) after this many seconds")
     a = p.parse_args(argv)
@@ -88,6 +94,7 @@ def parse_args(argv=None):
     if a.fp16 and not cuda:
         p.error("--fp16 needs --device cuda (fp16 on a CPU is slower, not faster)")
     a.cuda = cuda
+    a.gpu_index = int(a.device.split(":")[1]) if cuda and ":" in a.device else 0
     a.weights_file = is_weights_file(a.pretrained)
     a.n = a.n or (20000 if cuda else 300)
     a.batch = a.batch or (256 if cuda else 32)
@@ -96,8 +103,8 @@ def parse_args(argv=None):
     a.decode_threads = a.decode_threads or (min(16, cores) if cuda else 4)
     a.concurrency = a.concurrency or (2 if cuda else 1)
     a.gpu_decode = [m.strip() for m in a.gpu_decode.split(",") if m.strip()] if cuda else ["off"]
-    if not a.gpu_decode or set(a.gpu_decode) - {"nvjpeg", "resize", "off"}:
-        p.error("--gpu-decode takes nvjpeg, resize and/or off")
+    if not a.gpu_decode or set(a.gpu_decode) - {"nvjpeg", "dali", "nvimgcodec", "resize", "off"}:
+        p.error("--gpu-decode takes nvjpeg, dali, nvimgcodec, resize and/or off")
     a.loader_workers = (a.loader_workers if a.loader_workers is not None
                         else min(16, cores) if cuda else max(1, min(8, cores // 2)))
     return a
@@ -224,7 +231,42 @@ def decode_capacity(args, enc, files) -> float:
             print(f"    nvJPEG decode on the device alone (batch {args.batch}): "
                   f"{len(datas) / t_dec:.1f} img/s; resize + normalise on the device: "
                   f"{len(datas) / t_prep:.1f} img/s ({len(datas)} images, bytes in memory)", flush=True)
+        decoder_capacity(args, enc, files)
     return rate
+
+
+def decoder_capacity(args, enc, files) -> None:
+    """Informational, on CUDA: each library's batched JPEG decode on the device alone, over every
+    JPEG of the corpus (progressive ones included, as VERGE_GPU_DECODE=dali/nvimgcodec hand them
+    over), bytes in memory, in calls of the pipeline's DECODE_GROUP. Which one is faster decides
+    the recommended mode."""
+    from models.images import open_checked
+    from models.jpeg_decoders import jpeg_decoder, missing_library
+    from models.pipeline import DECODE_GROUP
+
+    datas = [p.read_bytes() for p in files[:max(args.batch * 4, 1024)]]
+    for mode in ("nvjpeg", "dali", "nvimgcodec"):
+        if (why := missing_library(mode)) is not None:
+            print(f"    {mode}: not measured ({why})", flush=True)
+            continue
+        try:
+            dec = jpeg_decoder(mode, enc.device, args.decode_threads, DECODE_GROUP)
+            mine = [d for d in datas if dec.takes(open_checked(d), d)]
+            for _ in range(2):  # warm-up: handles, pipelines, kernels
+                dec.decode(mine[:DECODE_GROUP])
+            sync(enc.device)
+            t0 = time.perf_counter()
+            refused = 0
+            for i in range(0, len(mine), DECODE_GROUP):
+                refused += sum(x is None for x in dec.decode(mine[i:i + DECODE_GROUP]))
+            sync(enc.device)
+            dt = time.perf_counter() - t0
+            print(f"    {mode} decode on the device alone, calls of {DECODE_GROUP}: "
+                  f"{len(mine) / dt:.1f} img/s ({len(mine)} of {len(datas)} files taken, "
+                  f"{refused} refused)", flush=True)
+        except Exception as exc:  # a library that cannot start here: say why, measure the rest
+            print(f"    {mode}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
+                  flush=True)
 
 
 # --------------------------------------------------------------------------- (b) the peer
@@ -333,6 +375,8 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
               "broker (filesystem) + SQLite", flush=True)
         embedded = True
     data = work / f"var-{gpu_decode}-{'file' if is_weights_file(pretrained) else pretrained}"
+    while data.exists():  # rounds of the same configuration
+        data = data.with_name(data.name + "+")
     data.mkdir()
     env, url, node, where = C.worker_services(data, "tp", embedded, {
         "VERGE_ENCODER": args.encoder, "VERGE_PRETRAINED": pretrained,
@@ -352,6 +396,7 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
     received_before = len(worker.received_at())
 
     n = len(list(main_dir.iterdir()))
+    gpu = C.GpuSampler(args.gpu_index) if args.cuda else None
     t0_wall = time.time()
     t0 = time.perf_counter()
     sub = subprocess.Popen([sys.executable, "-m", "verge", "submit", str(main_dir), "--batch", "main",
@@ -373,6 +418,7 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
             raise SystemExit(f"bench: (d) gave up after {args.timeout:.0f} s with {done}/{n} scored")
         time.sleep(0.05)
     dt = time.perf_counter() - t0
+    gpu_line = gpu.summary() if gpu is not None else None
     submitted = json.loads(sub.stdout.read())
     from sqlalchemy import text
 
@@ -401,6 +447,8 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
           f"{in_chunks:.1f} s ({in_chunks / dt:.0%} of the wall time); worker start + warm-up "
           f"{ready_s:.1f} s (not timed); {failed} failed; {preds[0] - n_warm} predictions, "
           f"{preds[1] - n_warm} with the head", flush=True)
+    if gpu_line:
+        print(f"    {gpu_line}", flush=True)
     return rate
 
 
@@ -422,7 +470,7 @@ def main(argv=None) -> None:
     work = C.temp_dir("verge-bench-tp-")
     # the warm-up batch must reach every pool process of (d)'s worker (one chunk each)
     n_warm = max(8, min(args.chunk, 64)) if args.concurrency == 1 else args.chunk * args.concurrency
-    files = C.make_copies(args.n + n_warm, work / "all", C.photos_dir(args.photos))
+    files = C.make_copies(args.n + n_warm, work / "all", C.photos_dir(args.photos), corpus=args.corpus)
     main_dir, warm_dir = work / "main", work / "warm"
     main_dir.mkdir()
     warm_dir.mkdir()
@@ -453,11 +501,27 @@ def main(argv=None) -> None:
         rates["c"] = part_c(args, main_files, head_path)
         gc.collect()
     if "d" in args.only:
-        if args.weights_file:  # the same worker with 'none' first: the baseline of d_file/d_none
-            rates["d_none"] = part_d(args, main_dir, warm_dir, work, dim, args.gpu_decode[0], "none")
-        for i, mode in enumerate(args.gpu_decode):
-            rate = part_d(args, main_dir, warm_dir, work, dim, mode)
-            rates.setdefault("d", rate)
+        first, *others = args.gpu_decode
+        if args.weights_file:
+            # the same (d) with 'none' and with the file, in rounds of alternating order (none
+            # file, file none, ...) so that a machine getting busier does not favour either
+            got: dict[str, list[float]] = {"none": [], "file": []}
+            for r in range(args.d_rounds):
+                pair = ("none", args.pretrained) if r % 2 == 0 else (args.pretrained, "none")
+                for pre in pair:
+                    rate = part_d(args, main_dir, warm_dir, work, dim, first, pre)
+                    got["none" if pre == "none" else "file"].append(rate)
+            rates["d"] = sum(got["file"]) / len(got["file"])
+            rates["d_none"] = sum(got["none"]) / len(got["none"])
+            if args.d_rounds > 1:
+                print(f"    (d) over {args.d_rounds} rounds: with the weights file "
+                      f"{', '.join(f'{x:.1f}' for x in got['file'])} img/s (mean {rates['d']:.1f}); "
+                      f"with none {', '.join(f'{x:.1f}' for x in got['none'])} img/s "
+                      f"(mean {rates['d_none']:.1f})", flush=True)
+        else:
+            rates["d"] = part_d(args, main_dir, warm_dir, work, dim, first)
+        for mode in others:
+            part_d(args, main_dir, warm_dir, work, dim, mode)
 
     print(f"# load average at the end: {C.load()} (other processes on this machine slow every part)")
 

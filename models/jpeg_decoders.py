@@ -129,18 +129,18 @@ class DaliDecoder:
             self._pipe = self._build()
         self._pipe.feed_input("jpegs", arrays)
         (images,) = self._pipe.run()
-        if self.device.type == "cuda":
-            from nvidia.dali.plugin.pytorch import feed_ndarray
+        from nvidia.dali.plugin.pytorch import feed_ndarray
 
-            out = []
-            stream = torch.cuda.current_stream(self.device)
-            for i in range(len(arrays)):
-                t = images[i]
-                dst = torch.empty(t.shape(), dtype=torch.uint8, device=self.device)
-                feed_ndarray(t, dst, cuda_stream=stream)  # DALI's buffer is reused next run
-                out.append(_to_chw(dst))
-            return out
-        return [_to_chw(torch.from_numpy(np.array(images.at(i)))) for i in range(len(arrays))]
+        # the same copy on both backends (the CPU one is what the tests run): into torch's own
+        # memory, on torch's stream, because DALI reuses its output buffers on the next run
+        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        out = []
+        for i in range(len(arrays)):
+            t = images[i]
+            dst = torch.empty(t.shape(), dtype=torch.uint8, device=self.device)
+            feed_ndarray(t, dst, cuda_stream=stream)
+            out.append(_to_chw(dst))
+        return out
 
     def decode(self, datas: list[bytes]) -> list[torch.Tensor | None]:
         arrays = [np.frombuffer(d, dtype=np.uint8) for d in datas]
@@ -176,25 +176,38 @@ class NvimgcodecDecoder:
         from nvidia import nvimgcodec
 
         self.device = device
+        self._nvimgcodec = nvimgcodec
         index = device.index if device.index is not None else torch.cuda.current_device()
         self._decoder = nvimgcodec.Decoder(device_id=index, max_num_cpu_threads=max(1, threads))
-        self._params = nvimgcodec.DecodeParams(color_spec=nvimgcodec.ColorSpec.RGB,
+        # interleaved 8-bit sRGB (H, W, 3), EXIF orientation applied (takes() sends none rotated)
+        self._params = nvimgcodec.DecodeParams(color_spec=nvimgcodec.ColorSpec.SRGB,
+                                               sample_format=nvimgcodec.SampleFormat.I_RGB,
                                                allow_any_depth=False)
 
     def takes(self, header: Image.Image, data: bytes) -> bool:
         return device_decodable(header, data, progressive=True)
 
-    def decode(self, datas: list[bytes]) -> list[torch.Tensor | None]:
+    def _stream(self, data: bytes):
         try:
-            images = self._decoder.decode(list(datas), params=self._params)
+            return self._nvimgcodec.CodeStream(data)
+        except Exception:  # a header it cannot parse: Pillow decodes the file or says why
+            return None
+
+    def decode(self, datas: list[bytes]) -> list[torch.Tensor | None]:
+        streams = [self._stream(d) for d in datas]
+        ok = [i for i, s in enumerate(streams) if s is not None]
+        images: list = [None] * len(datas)
+        try:
+            for i, im in zip(ok, self._decoder.decode([streams[i] for i in ok], params=self._params)):
+                images[i] = im
         except Exception:
-            images = []
-            for d in datas:
+            for i in ok:
                 try:
-                    images.append(self._decoder.decode(d, params=self._params))
+                    images[i] = self._decoder.decode(streams[i], params=self._params)
                 except Exception:
-                    images.append(None)
-        # nvImageCodec returns None for a file it could not decode; the rest are HWC on the device
+                    images[i] = None
+        # None for a file it could not decode; the rest are (H, W, 3) on the device, read through
+        # __cuda_array_interface__ (which carries the decode's stream for torch to wait on)
         return [None if im is None else _to_chw(torch.as_tensor(im, device=self.device))
                 for im in images]
 

@@ -75,6 +75,20 @@ def _decoder_for(mode: str, device: torch.device, threads: int):
     return _decoders[key]
 
 
+def warm_up_decoder(encoder: Encoder, mode: str, threads: int) -> None:
+    """On CUDA, build the process's device JPEG decoder (a DALI pipeline, nvImageCodec's
+    handles) and decode one small JPEG, so the first chunk does not pay for it."""
+    if encoder.device.type != "cuda" or mode not in JPEG_ON_DEVICE or encoder.device_preprocessor is None:
+        return
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, "JPEG")
+    _decoder_for(mode, encoder.device, threads).decode([buf.getvalue()])
+
+
 def upload(images: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     """CPU uint8 (H, W, 3) images -> (3, H, W) views on ``device``: packed into one contiguous
     buffer (pinned on CUDA, from torch's caching host allocator) and copied in one transfer,

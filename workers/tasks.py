@@ -65,7 +65,11 @@ def _warm_model(**_):
     """Load the model when the process starts, not inside the first chunk."""
     try:
         settings = settings_of(app)
-        scorer_for(settings).encoder.warm_up(settings.batch_size)
+        encoder = scorer_for(settings).encoder
+        encoder.warm_up(settings.batch_size)
+        from models.pipeline import warm_up_decoder
+
+        warm_up_decoder(encoder, settings.gpu_decode, settings.decode_threads)
     except Exception:  # the first task reports it; a worker process must not die at boot
         log.exception("could not load the model at worker start")
 

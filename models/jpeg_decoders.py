@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 
 import numpy as np
 import torch
@@ -101,6 +102,7 @@ class DaliDecoder:
         self.threads = max(1, threads)
         self.max_batch = max(1, max_batch)
         self._pipe = None
+        self._lock = threading.Lock()  # feed_input + run must not interleave between threads
 
     def takes(self, header: Image.Image, data: bytes) -> bool:
         return device_decodable(header, data, progressive=True)
@@ -143,15 +145,21 @@ class DaliDecoder:
         return out
 
     def decode(self, datas: list[bytes]) -> list[torch.Tensor | None]:
+        with self._lock:
+            return self._decode(datas)
+
+    def _decode(self, datas: list[bytes]) -> list[torch.Tensor | None]:
         arrays = [np.frombuffer(d, dtype=np.uint8) for d in datas]
         out: list[torch.Tensor | None] = []
         for i in range(0, len(arrays), self.max_batch):
             group = arrays[i:i + self.max_batch]
             try:
                 out.extend(self._run(group))
-            except Exception:
+            except Exception as exc:
                 # one file DALI cannot decode fails the whole run: a fresh pipeline (the failed
                 # one's state is unknown) and one file per run to find it
+                log.debug("DALI refused a group of %d files (%s); retrying one by one",
+                          len(group), str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
                 self._pipe = None
                 for a in group:
                     try:

@@ -397,6 +397,7 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
 
     n = len(list(main_dir.iterdir()))
     gpu = C.GpuSampler(args.gpu_index) if args.cuda else None
+    load_before = C.load()
     t0_wall = time.time()
     t0 = time.perf_counter()
     sub = subprocess.Popen([sys.executable, "-m", "verge", "submit", str(main_dir), "--batch", "main",
@@ -446,7 +447,8 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
           f"{first_task}); worker busy in {len(chunks)} chunks for "
           f"{in_chunks:.1f} s ({in_chunks / dt:.0%} of the wall time); worker start + warm-up "
           f"{ready_s:.1f} s (not timed); {failed} failed; {preds[0] - n_warm} predictions, "
-          f"{preds[1] - n_warm} with the head", flush=True)
+          f"{preds[1] - n_warm} with the head; load average {load_before} before, "
+          f"{C.load()} after", flush=True)
     if gpu_line:
         print(f"    {gpu_line}", flush=True)
     return rate

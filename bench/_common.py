@@ -118,17 +118,35 @@ def photos_dir(given: str | None = None) -> Path:
                      f"pass --photos DIR (a folder of JPEGs, e.g. the shared fields-roads set)")
 
 
-def _vary(job) -> list[tuple[int, str, int]]:
-    """Write the copies of one original: each has one more pixel inverted, re-encoded with the
-    original's own quantisation tables and subsampling (so sizes stay realistic)."""
-    from PIL import Image
+# The bench corpora (bench/README.md, "Corpora"), both made from the shared photos:
+#   A: the photos as they are -- each copy re-encoded with its original's quantisation tables,
+#      subsampling and progressive flag (27 % progressive, 224-2845 px on the long side);
+#   B: every photo scaled to CORPUS_B_SIDE px on its long side and saved as a baseline JPEG
+#      (quality 90, 4:2:0), the size of a web or camera-roll image.
+CORPORA = ("A", "B")
+CORPUS_B_SIDE = 1024
 
-    src, items, out_dir = job
+
+def _vary(job) -> list[tuple[int, str, int]]:
+    """Write the copies of one original: each has one more pixel inverted and is re-encoded as
+    its corpus says (A: with the original's own quantisation tables and subsampling, so sizes
+    stay realistic; B: scaled to CORPUS_B_SIDE, baseline, quality 90)."""
+    from PIL import Image, ImageOps
+
+    src, items, out_dir, corpus = job
     img = Image.open(src)
     img.load()
-    extra = {k: img.info[k] for k in ("exif", "icc_profile") if img.info.get(k)}
-    if img.info.get("progressive"):
-        extra["progressive"] = True
+    if corpus == "B":
+        img = (ImageOps.exif_transpose(img) or img).convert("RGB")
+        scale = CORPUS_B_SIDE / max(img.size)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                         Image.Resampling.BICUBIC)
+        extra = {"quality": 90, "subsampling": "4:2:0"}
+    else:
+        extra = {k: img.info[k] for k in ("exif", "icc_profile") if img.info.get(k)}
+        if img.info.get("progressive"):
+            extra["progressive"] = True
+        extra.update(quality="keep", subsampling="keep")
     w, h = img.size
     seen: set[str] = set()
     written = []
@@ -139,7 +157,7 @@ def _vary(job) -> list[tuple[int, str, int]]:
             px = img.getpixel(xy)
             img.putpixel(xy, tuple(255 - c for c in px) if isinstance(px, tuple) else 255 - px)
             buf = io.BytesIO()
-            img.save(buf, "JPEG", quality="keep", subsampling="keep", **extra)
+            img.save(buf, "JPEG", **extra)
             data = buf.getvalue()
             digest = hashlib.sha256(data).hexdigest()
             if digest not in seen:  # an inverted pixel that quantised away: invert another
@@ -152,10 +170,12 @@ def _vary(job) -> list[tuple[int, str, int]]:
 
 
 def make_copies(n: int, out_dir: Path, photos: Path, processes: int | None = None,
-                quiet: bool = False) -> list[Path]:
-    """``n`` distinct JPEG files made from the photos in ``photos`` (copy k comes from original
-    k mod count). Returns them in order. Identical files would be deduplicated by verge, so every
-    copy differs from every other in at least one pixel."""
+                quiet: bool = False, corpus: str = "A") -> list[Path]:
+    """``n`` distinct JPEG files of ``corpus`` (CORPORA) made from the photos in ``photos`` (copy
+    k comes from original k mod count). Returns them in order. Identical files would be
+    deduplicated by verge, so every copy differs from every other in at least one pixel."""
+    if corpus not in CORPORA:
+        raise SystemExit(f"bench: no corpus {corpus!r}; there are {', '.join(CORPORA)}")
     originals = sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
     if not originals:
         raise SystemExit(f"bench: no JPEGs under {photos}")
@@ -163,7 +183,7 @@ def make_copies(n: int, out_dir: Path, photos: Path, processes: int | None = Non
     jobs: dict[int, list] = {}
     for k in range(n):
         jobs.setdefault(k % len(originals), []).append((k, k // len(originals)))
-    work = [(str(originals[i]), items, str(out_dir)) for i, items in jobs.items()]
+    work = [(str(originals[i]), items, str(out_dir), corpus) for i, items in jobs.items()]
     # large originals first so one 6000-px photo does not finish last on its own
     work.sort(key=lambda j: -Path(j[0]).stat().st_size * len(j[1]))
     started = time.perf_counter()
@@ -180,10 +200,25 @@ def make_copies(n: int, out_dir: Path, photos: Path, processes: int | None = Non
     if len(digests) != n:
         raise SystemExit(f"bench: only {len(digests)} of {n} copies are distinct")
     if not quiet:
-        print(f"# images: {n} distinct JPEGs from {len(originals)} photos in {photos} "
-              f"(mean {total / n / 1024:.0f} KiB, {total / 2**20:.0f} MiB), "
-              f"made in {time.perf_counter() - started:.1f} s")
+        print(f"# images: corpus {corpus}, {n} distinct JPEGs from {len(originals)} photos in "
+              f"{photos} (mean {total / n / 1024:.0f} KiB, {total / 2**20:.0f} MiB; "
+              f"{corpus_stats(out[:len(originals)])}), made in {time.perf_counter() - started:.1f} s")
     return out
+
+
+def corpus_stats(files: list[Path]) -> str:
+    """Share of progressive JPEGs and the long-side range, from the headers of ``files``."""
+    from PIL import Image
+
+    sides, progressive = [], 0
+    for p in files:
+        with Image.open(p) as im:
+            sides.append(max(im.size))
+            progressive += bool(im.info.get("progressive") or im.info.get("progression"))
+    if not files:
+        return "empty"
+    return (f"{progressive / len(files):.0%} progressive, long side {min(sides)}-{max(sides)} px, "
+            f"median {sorted(sides)[len(sides) // 2]} px")
 
 
 def temp_dir(prefix: str) -> Path:
@@ -428,3 +463,76 @@ def pct(values: list[float], p: float) -> float:
         return float("nan")
     k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
     return s[k]
+
+
+class GpuSampler:
+    """GPU utilisation and memory in use, sampled every ``interval`` s while a part runs, from
+    ``nvidia-smi -lms`` (one long-running process), else from NVML through torch. ``summary()``
+    gives the mean, the median, the share of samples at >= 90 % and a per-second timeline."""
+
+    def __init__(self, index: int = 0, interval: float = 0.2, command: list[str] | None = None):
+        import threading
+
+        self.samples: list[tuple[float, float, float]] = []  # (seconds since start, util %, MiB)
+        self.index, self.interval = index, interval
+        self.t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._proc = None
+        cmd = command or (["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                           "--format=csv,noheader,nounits", "-i", str(index),
+                           "-lms", str(int(interval * 1000))] if shutil.which("nvidia-smi") else None)
+        if cmd:
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                          text=True, start_new_session=True)
+            on_exit(self.stop)
+            target = self._read_smi
+        else:
+            target = self._read_nvml
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+
+    def _add(self, util: float, mib: float) -> None:
+        self.samples.append((time.monotonic() - self.t0, util, mib))
+
+    def _read_smi(self) -> None:
+        for line in self._proc.stdout:
+            if self._stop.is_set():
+                break
+            try:
+                util, mib = (float(x) for x in line.split(",")[:2])
+            except ValueError:
+                continue
+            self._add(util, mib)
+
+    def _read_nvml(self) -> None:
+        import torch
+
+        while not self._stop.wait(self.interval):
+            try:
+                util = float(torch.cuda.utilization(self.index))
+                mib = torch.cuda.device_memory_used(self.index) / 2**20
+            except Exception:  # no NVML binding: say so once, in the summary
+                return
+            self._add(util, mib)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait()
+        self._thread.join(timeout=2)
+
+    def summary(self) -> str:
+        self.stop()
+        if not self.samples:
+            return "GPU utilisation: no samples (neither nvidia-smi nor NVML answered)"
+        utils = sorted(u for _, u, _ in self.samples)
+        mean = sum(utils) / len(utils)
+        busy = sum(u >= 90 for u in utils) / len(utils)
+        per_second: dict[int, list[float]] = {}
+        for t, u, _ in self.samples:
+            per_second.setdefault(int(t), []).append(u)
+        timeline = " ".join(f"{sum(v) / len(v):.0f}" for _, v in sorted(per_second.items()))
+        return (f"GPU utilisation: mean {mean:.0f} %, median {utils[len(utils) // 2]:.0f} %, "
+                f">= 90 % in {busy:.0%} of {len(utils)} samples; memory used up to "
+                f"{max(m for _, _, m in self.samples) / 1024:.1f} GiB; per second: {timeline}")

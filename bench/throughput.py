@@ -24,6 +24,11 @@ GPU variant (one NVIDIA GPU, no network needed):
 server), a private queue name and a throwaway database, both removed at the end. The last line
 is always ``ratios: d/b=<x> b/a=<y> d/c=<z>``. Goals (issue 5): d/b >= 0.9, b/a >= 0.8; on one
 H100, (d) >= 3000 img/s.
+
+Real weights from a file (issue 15): ``--pretrained /tmp/vit-b-32.pt`` saves the seeded random
+weights there (unless the file exists), loads every part from the file, and runs (d) twice with
+the same worker settings: first with ``none``, then with the file. The last line then ends in
+``d_file/d_none=<w>`` (goal >= 0.9: the file's sha256 is the encoder's key, computed once).
 """
 from __future__ import annotations
 
@@ -49,7 +54,10 @@ def parse_args(argv=None):
                    help="distinct images for (b) and (d) (default 300 on CPU, 20000 on CUDA)")
     p.add_argument("--encoder", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
     p.add_argument("--pretrained", default="none",
-                   help="pretrained tag or weights file; 'none' = seeded random weights (default)")
+                   help="pretrained tag or weights file; 'none' = seeded random weights (default). "
+                        "A path ending in .pt/.pth/.bin/.safetensors that does not exist yet gets the "
+                        "seeded random weights saved to it; with a file, (d) also runs with 'none' "
+                        "and the ratio of the two is printed")
     p.add_argument("--batch", type=int, default=None,
                    help="images per forward pass, everywhere (default 32 on CPU, 256 on CUDA)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
@@ -67,12 +75,18 @@ def parse_args(argv=None):
                    help="pool processes of the `verge worker` in (d) (default 1 on CPU, 2 on CUDA: "
                         "one process writes a chunk to the database while the other computes)")
     p.add_argument("--gpu-decode", default="nvjpeg",
-                   help="VERGE_GPU_DECODE for (d) on CUDA: nvjpeg, resize or off; a comma list runs "
-                        "(d) once per mode (the first one goes into the ratios)")
+                   help="VERGE_GPU_DECODE for (d) on CUDA: nvjpeg, dali, nvimgcodec, resize or off; a "
+                        "comma list runs (d) once per mode (the first one goes into the ratios)")
+    p.add_argument("--d-rounds", type=int, default=1,
+                   help="with a weights file: rounds of (d) with 'none' and with the file, in "
+                        "alternating order; the ratio compares the means (default 1)")
     p.add_argument("--seed-n", type=int, default=4, help="images for the seed's approach (c)")
     p.add_argument("--embedded", action="store_true",
                    help="(d) with the filesystem broker + SQLite instead of Redis + Postgres")
     p.add_argument("--photos", default=None, help="folder of JPEGs to copy (default: shared fields-roads)")
+    p.add_argument("--corpus", default="A", type=str.upper, choices=C.CORPORA,
+                   help="A: the photos as they are, 27%% progressive (default); B: baseline JPEGs "
+                        f"scaled to {C.CORPUS_B_SIDE} px on the long side (bench/README.md, Corpora)")
     p.add_argument("--only", default="abcd", help="which parts to run, e.g. 'ad' (default abcd)")
     p.add_argument("--timeout", type=float, default=1800, help="give up on (d) after this many seconds")
     a = p.parse_args(argv)
@@ -80,6 +94,8 @@ def parse_args(argv=None):
     if a.fp16 and not cuda:
         p.error("--fp16 needs --device cuda (fp16 on a CPU is slower, not faster)")
     a.cuda = cuda
+    a.gpu_index = int(a.device.split(":")[1]) if cuda and ":" in a.device else 0
+    a.weights_file = is_weights_file(a.pretrained)
     a.n = a.n or (20000 if cuda else 300)
     a.batch = a.batch or (256 if cuda else 32)
     a.chunk = a.chunk or max(64, 2 * a.batch)
@@ -87,11 +103,32 @@ def parse_args(argv=None):
     a.decode_threads = a.decode_threads or (min(16, cores) if cuda else 4)
     a.concurrency = a.concurrency or (2 if cuda else 1)
     a.gpu_decode = [m.strip() for m in a.gpu_decode.split(",") if m.strip()] if cuda else ["off"]
-    if not a.gpu_decode or set(a.gpu_decode) - {"nvjpeg", "resize", "off"}:
-        p.error("--gpu-decode takes nvjpeg, resize and/or off")
+    if not a.gpu_decode or set(a.gpu_decode) - {"nvjpeg", "dali", "nvimgcodec", "resize", "off"}:
+        p.error("--gpu-decode takes nvjpeg, dali, nvimgcodec, resize and/or off")
     a.loader_workers = (a.loader_workers if a.loader_workers is not None
                         else min(16, cores) if cuda else max(1, min(8, cores // 2)))
     return a
+
+
+def is_weights_file(pretrained: str) -> bool:
+    return pretrained != "none" and (os.sep in pretrained or Path(pretrained).suffix in (
+        ".pt", ".pth", ".bin", ".safetensors"))
+
+
+def save_random_weights(args) -> None:
+    """The seeded random weights verge uses for ``none``, written to ``--pretrained`` when that
+    file does not exist: the same model's cost, loaded the way real weights from a file are."""
+    import torch
+
+    from models.encoder import EncoderSpec, load_encoder
+
+    path = Path(args.pretrained).expanduser()
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(load_encoder(EncoderSpec(args.encoder, "none"), "cpu").model.state_dict(), path)
+    print(f"# saved {args.encoder}'s seeded random weights to {path} "
+          f"({path.stat().st_size / 2**20:.0f} MiB)", flush=True)
 
 
 def sync(device) -> None:
@@ -194,7 +231,42 @@ def decode_capacity(args, enc, files) -> float:
             print(f"    nvJPEG decode on the device alone (batch {args.batch}): "
                   f"{len(datas) / t_dec:.1f} img/s; resize + normalise on the device: "
                   f"{len(datas) / t_prep:.1f} img/s ({len(datas)} images, bytes in memory)", flush=True)
+        decoder_capacity(args, enc, files)
     return rate
+
+
+def decoder_capacity(args, enc, files) -> None:
+    """Informational, on CUDA: each library's batched JPEG decode on the device alone, over every
+    JPEG of the corpus (progressive ones included, as VERGE_GPU_DECODE=dali/nvimgcodec hand them
+    over), bytes in memory, in calls of the pipeline's DECODE_GROUP. Which one is faster decides
+    the recommended mode."""
+    from models.images import open_checked
+    from models.jpeg_decoders import jpeg_decoder, missing_library
+    from models.pipeline import DECODE_GROUP
+
+    datas = [p.read_bytes() for p in files[:max(args.batch * 4, 1024)]]
+    for mode in ("nvjpeg", "dali", "nvimgcodec"):
+        if (why := missing_library(mode)) is not None:
+            print(f"    {mode}: not measured ({why})", flush=True)
+            continue
+        try:
+            dec = jpeg_decoder(mode, enc.device, args.decode_threads, DECODE_GROUP)
+            mine = [d for d in datas if dec.takes(open_checked(d), d)]
+            for _ in range(2):  # warm-up: handles, pipelines, kernels
+                dec.decode(mine[:DECODE_GROUP])
+            sync(enc.device)
+            t0 = time.perf_counter()
+            refused = 0
+            for i in range(0, len(mine), DECODE_GROUP):
+                refused += sum(x is None for x in dec.decode(mine[i:i + DECODE_GROUP]))
+            sync(enc.device)
+            dt = time.perf_counter() - t0
+            print(f"    {mode} decode on the device alone, calls of {DECODE_GROUP}: "
+                  f"{len(mine) / dt:.1f} img/s ({len(mine)} of {len(datas)} files taken, "
+                  f"{refused} refused)", flush=True)
+        except Exception as exc:  # a library that cannot start here: say why, measure the rest
+            print(f"    {mode}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
+                  flush=True)
 
 
 # --------------------------------------------------------------------------- (b) the peer
@@ -294,19 +366,23 @@ def part_c(args, files, head_path: Path) -> float:
 
 
 # --------------------------------------------------------------------------- (d) verge
-def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decode: str = "off") -> float:
+def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decode: str = "off",
+           pretrained: str | None = None) -> float:
+    pretrained = args.pretrained if pretrained is None else pretrained
     embedded = args.embedded
     if not embedded and not (C.redis_available() and C.postgres_available()):
         print("# (d): Redis or Postgres not reachable at their defaults: using the embedded "
               "broker (filesystem) + SQLite", flush=True)
         embedded = True
-    data = work / f"var-{gpu_decode}"
+    data = work / f"var-{gpu_decode}-{'file' if is_weights_file(pretrained) else pretrained}"
+    while data.exists():  # rounds of the same configuration
+        data = data.with_name(data.name + "+")
     data.mkdir()
     env, url, node, where = C.worker_services(data, "tp", embedded, {
-        "VERGE_ENCODER": args.encoder, "VERGE_PRETRAINED": args.pretrained,
+        "VERGE_ENCODER": args.encoder, "VERGE_PRETRAINED": pretrained,
         "VERGE_DEVICE": args.device, "VERGE_BATCH_SIZE": args.batch, "VERGE_CHUNK_SIZE": args.chunk,
         "VERGE_DECODE_THREADS": args.decode_threads, "VERGE_GPU_DECODE": gpu_decode})
-    C.activate_random_head(url, args.encoder, args.pretrained, dim, data / "models")
+    C.activate_random_head(url, args.encoder, pretrained, dim, data / "models")
     t_start = time.perf_counter()
     worker = C.Worker(env, work / "worker.log", node, concurrency=args.concurrency)
     # Warm-up batch: the worker process loads its model at start, and its first chunk opens
@@ -320,6 +396,8 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
     received_before = len(worker.received_at())
 
     n = len(list(main_dir.iterdir()))
+    gpu = C.GpuSampler(args.gpu_index) if args.cuda else None
+    load_before = C.load()
     t0_wall = time.time()
     t0 = time.perf_counter()
     sub = subprocess.Popen([sys.executable, "-m", "verge", "submit", str(main_dir), "--batch", "main",
@@ -341,6 +419,7 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
             raise SystemExit(f"bench: (d) gave up after {args.timeout:.0f} s with {done}/{n} scored")
         time.sleep(0.05)
     dt = time.perf_counter() - t0
+    gpu_line = gpu.summary() if gpu is not None else None
     submitted = json.loads(sub.stdout.read())
     from sqlalchemy import text
 
@@ -358,6 +437,8 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
     procs = "1 `verge worker` process" + (f" with {args.concurrency} pool processes"
                                           if args.concurrency > 1 else "")
     mode = f", VERGE_GPU_DECODE={gpu_decode}" if args.cuda else ""
+    if args.weights_file:
+        mode += f", VERGE_PRETRAINED={'a weights file' if is_weights_file(pretrained) else pretrained}"
     print(f"(d) verge end to end ({where}; `verge submit` -> {procs}, batch "
           f"{args.batch}, chunk {args.chunk}, {args.decode_threads} decode threads{mode}): {rate:.1f} img/s "
           f"({n} images in {dt:.1f} s)", flush=True)
@@ -366,7 +447,10 @@ def part_d(args, main_dir: Path, warm_dir: Path, work: Path, dim: int, gpu_decod
           f"{first_task}); worker busy in {len(chunks)} chunks for "
           f"{in_chunks:.1f} s ({in_chunks / dt:.0%} of the wall time); worker start + warm-up "
           f"{ready_s:.1f} s (not timed); {failed} failed; {preds[0] - n_warm} predictions, "
-          f"{preds[1] - n_warm} with the head", flush=True)
+          f"{preds[1] - n_warm} with the head; load average {load_before} before, "
+          f"{C.load()} after", flush=True)
+    if gpu_line:
+        print(f"    {gpu_line}", flush=True)
     return rate
 
 
@@ -374,6 +458,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     C.install_sigterm()
     import torch
+
+    if args.weights_file:
+        save_random_weights(args)
 
     print(f"# machine: {C.machine()}")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} intra-op threads; encoder "
@@ -385,7 +472,7 @@ def main(argv=None) -> None:
     work = C.temp_dir("verge-bench-tp-")
     # the warm-up batch must reach every pool process of (d)'s worker (one chunk each)
     n_warm = max(8, min(args.chunk, 64)) if args.concurrency == 1 else args.chunk * args.concurrency
-    files = C.make_copies(args.n + n_warm, work / "all", C.photos_dir(args.photos))
+    files = C.make_copies(args.n + n_warm, work / "all", C.photos_dir(args.photos), corpus=args.corpus)
     main_dir, warm_dir = work / "main", work / "warm"
     main_dir.mkdir()
     warm_dir.mkdir()
@@ -416,17 +503,37 @@ def main(argv=None) -> None:
         rates["c"] = part_c(args, main_files, head_path)
         gc.collect()
     if "d" in args.only:
-        for i, mode in enumerate(args.gpu_decode):
-            rate = part_d(args, main_dir, warm_dir, work, dim, mode)
-            rates.setdefault("d", rate)
+        first, *others = args.gpu_decode
+        if args.weights_file:
+            # the same (d) with 'none' and with the file, in rounds of alternating order (none
+            # file, file none, ...) so that a machine getting busier does not favour either
+            got: dict[str, list[float]] = {"none": [], "file": []}
+            for r in range(args.d_rounds):
+                pair = ("none", args.pretrained) if r % 2 == 0 else (args.pretrained, "none")
+                for pre in pair:
+                    rate = part_d(args, main_dir, warm_dir, work, dim, first, pre)
+                    got["none" if pre == "none" else "file"].append(rate)
+            rates["d"] = sum(got["file"]) / len(got["file"])
+            rates["d_none"] = sum(got["none"]) / len(got["none"])
+            if args.d_rounds > 1:
+                print(f"    (d) over {args.d_rounds} rounds: with the weights file "
+                      f"{', '.join(f'{x:.1f}' for x in got['file'])} img/s (mean {rates['d']:.1f}); "
+                      f"with none {', '.join(f'{x:.1f}' for x in got['none'])} img/s "
+                      f"(mean {rates['d_none']:.1f})", flush=True)
+        else:
+            rates["d"] = part_d(args, main_dir, warm_dir, work, dim, first)
+        for mode in others:
+            part_d(args, main_dir, warm_dir, work, dim, mode)
 
     print(f"# load average at the end: {C.load()} (other processes on this machine slow every part)")
 
     def ratio(x, y):
         return f"{rates[x] / rates[y]:.2f}" if x in rates and y in rates else "n/a"
 
-    print(f"# goals: d/b >= 0.9, b/a >= 0.8" + ("; (d) >= 3000 img/s on one H100" if args.cuda else ""))
-    print(f"ratios: d/b={ratio('d', 'b')} b/a={ratio('b', 'a')} d/c={ratio('d', 'c')}", flush=True)
+    print(f"# goals: d/b >= 0.9, b/a >= 0.8" + ("; (d) >= 3000 img/s on one H100" if args.cuda else "")
+          + ("; d_file/d_none >= 0.9 (issue 15)" if args.weights_file else ""))
+    print(f"ratios: d/b={ratio('d', 'b')} b/a={ratio('b', 'a')} d/c={ratio('d', 'c')}"
+          + (f" d_file/d_none={ratio('d', 'd_none')}" if args.weights_file else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ device, then handed to the encoder without leaving it.
 Only files this path reproduces faithfully and fast take it: baseline JPEGs in RGB or greyscale,
 with no EXIF rotation, that end in an end-of-image marker (a truncated file must fail with its
 reason on the CPU path instead of being decoded into grey). Progressive JPEGs decode faster with
-Pillow in the worker's threads than through nvJPEG (measured; see ``device_decodable``). Everything else, and any
-file nvJPEG refuses, goes through ``models.images.decode_image`` as before, so every reason a
+Pillow in the worker's threads than through torchvision's nvJPEG (measured; see
+``device_decodable``); DALI and nvImageCodec take them too (``models.jpeg_decoders``). Everything
+else, and any file the device decoder refuses, goes through ``models.images.decode_image`` as before, so every reason a
 file can fail is still written by one function.
 
 The result matches the CPU path closely but not bit for bit (full-resolution decode + antialiased
@@ -71,13 +72,14 @@ def transform_of(preprocess) -> Transform | None:
     return Transform(resize, crop, mean, std)
 
 
-def device_decodable(img: Image.Image, data: bytes) -> bool:
-    """``img`` is the lazy header ``open_checked`` returned for ``data``."""
+def device_decodable(img: Image.Image, data: bytes, progressive: bool = False) -> bool:
+    """``img`` is the lazy header ``open_checked`` returned for ``data``. ``progressive``: the
+    decoder handles progressive JPEGs at speed (DALI, nvImageCodec; not torchvision's nvJPEG)."""
     if img.format != "JPEG" or img.mode not in _PLAIN_MODES:
         return False
     if getattr(img, "n_frames", 1) != 1:  # MPO (multi-picture) files: the first frame only on CPU
         return False
-    if img.info.get("progressive") or img.info.get("progression"):
+    if not progressive and (img.info.get("progressive") or img.info.get("progression")):
         # nvJPEG's hardware engine takes baseline JPEGs only (18,575 img/s on an H200); a
         # progressive one goes through its hybrid path, serialised per process, at 57 img/s --
         # slower than Pillow in the decode threads (bench/README.md, "GPU")
@@ -99,20 +101,9 @@ class DevicePreprocessor:
 
     def decode(self, datas: list[bytes]) -> list[torch.Tensor | None]:
         """uint8 (3, H, W) per file on the device; None where nvJPEG refused the file."""
-        from torchvision.io import ImageReadMode, decode_jpeg
+        from .jpeg_decoders import NvjpegDecoder
 
-        raw = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
-        try:
-            return list(decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device))
-        except RuntimeError:
-            # one bad file fails the whole batched call: retry one by one to find it
-            out = []
-            for r in raw:
-                try:
-                    out.append(decode_jpeg(r, mode=ImageReadMode.RGB, device=self.device))
-                except RuntimeError:
-                    out.append(None)
-            return out
+        return NvjpegDecoder(self.device).decode(datas)
 
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (3, H, W) -> normalised float (3, S, S), as open_clip's transform would."""

@@ -43,7 +43,10 @@ class EncoderSpec:
 
     @property
     def key(self) -> str:
-        """Identity recorded with embeddings and heads: name plus where the weights came from."""
+        """Identity recorded with embeddings and heads: name plus where the weights came from.
+
+        For a weights file this hashes the whole file (~0.2 s for ViT-B-32): an ``Encoder``
+        computes it once, when it loads, and hot paths read ``Encoder.key``."""
         if self.random:
             return f"{self.name}/random-seed{_RANDOM_SEED}"
         path = Path(self.pretrained).expanduser()
@@ -72,8 +75,11 @@ def pick_device(requested: str = "auto") -> torch.device:
 class Encoder:
     """A loaded open_clip model in eval mode: images and texts in, L2-normalised float32 out."""
 
-    def __init__(self, spec: EncoderSpec, model: torch.nn.Module, preprocess, device: torch.device):
+    def __init__(self, spec: EncoderSpec, model: torch.nn.Module, preprocess, device: torch.device,
+                 key: str | None = None):
         self.spec = spec
+        # read per image by scoring: a weights file is hashed here, once, never per access
+        self.key: str = key if key is not None else spec.key
         self.model = model
         self.preprocess = preprocess  # PIL RGB image -> float tensor (3, S, S)
         self.device = device
@@ -85,10 +91,6 @@ class Encoder:
             model, "text_projection", None) is not None else int(visual.output_dim)
         self.logit_scale = float(model.logit_scale.exp().item())
         self._autocast = device.type == "cuda"
-
-    @property
-    def key(self) -> str:
-        return self.spec.key
 
     @functools.cached_property
     def device_preprocessor(self):
@@ -154,6 +156,7 @@ def load_encoder(spec: EncoderSpec, device: str = "auto") -> Encoder:
         raise UnknownEncoder(f"unknown encoder '{spec.name}'; open_clip knows e.g. ViT-B-32, "
                              f"ViT-B-16, ViT-L-14, and verge adds {TINY}")
     dev = pick_device(device)
+    key = spec.key  # the identity of the weights about to be loaded (hashes a weights file)
     if spec.random:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_RANDOM_SEED)
@@ -162,7 +165,7 @@ def load_encoder(spec: EncoderSpec, device: str = "auto") -> Encoder:
     else:
         model, preprocess = _load_pretrained(spec)
     model = model.to(dev).eval()
-    return Encoder(spec, model, preprocess, dev)
+    return Encoder(spec, model, preprocess, dev, key)
 
 
 def verify_weights(spec: EncoderSpec) -> None:

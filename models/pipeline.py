@@ -6,11 +6,15 @@ many images pass through. The pool lives as long as the process: a chunk's first
 wait for threads to start.
 
 On a CUDA worker (``device_decode``, VERGE_GPU_DECODE) the resize and normalisation move to the
-device, and with ``nvjpeg`` the threads only read bytes and headers: plain JPEGs are decoded on
-the device in one batched call per forward pass (``models.device_decode``), the rest by Pillow.
+device, and with ``nvjpeg``, ``dali`` or ``nvimgcodec`` the threads only read bytes and headers:
+plain JPEGs are decoded on the device in batched calls (``models.jpeg_decoders``), the rest by
+Pillow. Device memory stays bounded: JPEGs are decoded ``DECODE_GROUP`` at a time and each
+full-resolution decode is dropped as soon as it is resized; Pillow's images go up in one copy
+per batch from one pinned, contiguous buffer.
 """
 from __future__ import annotations
 
+import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,11 +23,16 @@ from typing import Callable, Hashable, Iterable
 import numpy as np
 import torch
 
-from .device_decode import device_decodable
 from .encoder import Encoder
 from .images import ImageDecodeError, decode_image, display_size, open_checked
+from .jpeg_decoders import DALI, NVIMGCODEC, NVJPEG, jpeg_decoder
 
 _pools: dict[int, ThreadPoolExecutor] = {}
+_decoders: dict = {}
+
+# JPEGs decoded on the device per call: bounds the full-resolution images alive at once (a 12 MP
+# photo is 36 MB as uint8) whatever the batch size, and is still a batch the hardware engine likes
+DECODE_GROUP = 32
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
@@ -40,19 +49,57 @@ class Embedded:
     errors: dict = field(default_factory=dict)    # key -> one-line reason
 
 
-# Where a CUDA worker decodes and preprocesses (VERGE_GPU_DECODE):
-NVJPEG = "nvjpeg"   # plain JPEGs decoded by nvJPEG; every image resized/normalised on the device
+# Where a CUDA worker decodes and preprocesses (VERGE_GPU_DECODE). NVJPEG: baseline JPEGs
+# decoded by torchvision's nvJPEG; DALI / NVIMGCODEC: every plain JPEG, progressive ones too,
+# decoded by that library (the `gpu` extra); with all three every image is resized and
+# normalised on the device.
 RESIZE = "resize"   # Pillow decodes (with draft) on the CPU; resize/normalise on the device
 OFF = "off"         # everything on the CPU, as on a CPU worker
-GPU_DECODE_MODES = (NVJPEG, RESIZE, OFF)
+GPU_DECODE_MODES = (NVJPEG, DALI, NVIMGCODEC, RESIZE, OFF)
+JPEG_ON_DEVICE = (NVJPEG, DALI, NVIMGCODEC)
 
 
 class _Decoded:
-    """A CPU-decoded image waiting for the device: uint8 (3, H, W)."""
+    """A CPU-decoded image waiting for the device: uint8 (H, W, 3), contiguous."""
     __slots__ = ("pixels",)
 
     def __init__(self, pixels: torch.Tensor):
         self.pixels = pixels
+
+
+def _decoder_for(mode: str, device: torch.device, threads: int):
+    """The process's JPEG decoder for this mode and device (a DALI pipeline is built once)."""
+    key = (mode, str(device), threads)
+    if key not in _decoders:
+        _decoders[key] = jpeg_decoder(mode, device, threads, DECODE_GROUP)
+    return _decoders[key]
+
+
+def warm_up_decoder(encoder: Encoder, mode: str, threads: int) -> None:
+    """On CUDA, build the process's device JPEG decoder (a DALI pipeline, nvImageCodec's
+    handles) and decode one small JPEG, so the first chunk does not pay for it."""
+    if encoder.device.type != "cuda" or mode not in JPEG_ON_DEVICE or encoder.device_preprocessor is None:
+        return
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, "JPEG")
+    _decoder_for(mode, encoder.device, threads).decode([buf.getvalue()])
+
+
+def upload(images: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """CPU uint8 (H, W, 3) images -> (3, H, W) views on ``device``: packed into one contiguous
+    buffer (pinned on CUDA, from torch's caching host allocator) and copied in one transfer,
+    instead of one synchronous pageable copy per image."""
+    if not images:
+        return []
+    sizes = [t.numel() for t in images]
+    flat = torch.empty(sum(sizes), dtype=torch.uint8, pin_memory=device.type == "cuda")
+    torch.cat([t.reshape(-1) for t in images], out=flat)
+    on_device = flat.to(device, non_blocking=True)
+    return [part.view(t.shape).permute(2, 0, 1) for part, t in zip(on_device.split(sizes), images)]
 
 
 def embed_keys(
@@ -74,7 +121,8 @@ def embed_keys(
         raise ValueError(f"device_decode must be one of {GPU_DECODE_MODES}, not {device_decode!r}")
     out = Embedded()
     on_device = encoder.device_preprocessor if device_decode != OFF else None
-    use_nvjpeg = on_device is not None and device_decode == NVJPEG
+    decoder = (_decoder_for(device_decode, encoder.device, threads)
+               if on_device is not None and device_decode in JPEG_ON_DEVICE else None)
 
     def decode_on_cpu(data):
         """(pixels, size): preprocessed (3, S, S) float, or uint8 for the device to finish."""
@@ -82,15 +130,15 @@ def embed_keys(
         size = display_size(open_checked(data, max_pixels))
         if on_device is None:
             return encoder.preprocess(img), size
-        return _Decoded(torch.from_numpy(np.array(img)).permute(2, 0, 1)), size
+        return _Decoded(torch.from_numpy(np.array(img))), size
 
     def prepare(key):
         """(key, pixels | _Decoded | JPEG bytes, size, error) -- run in the pool."""
         try:
             data = load(key)
-            if use_nvjpeg:
+            if decoder is not None:
                 header = open_checked(data, max_pixels)
-                if device_decodable(header, data):
+                if decoder.takes(header, data):
                     return key, data, display_size(header), None
             return (key, *decode_on_cpu(data), None)
         except ImageDecodeError as exc:
@@ -99,25 +147,36 @@ def embed_keys(
             return key, None, None, f"could not read stored image: {exc}"
 
     def on_device_pixels(batch):
-        """Finish the batch on the device: JPEG bytes decoded by nvJPEG in one call, then every
-        image resized, cropped and normalised there."""
+        """Finish the batch on the device: JPEG bytes decoded there DECODE_GROUP at a time, each
+        full-resolution image resized, cropped and normalised -- and dropped -- at once; then
+        the CPU-decoded images, uploaded together."""
+        prepared: dict[int, torch.Tensor] = {}
         jpegs = [i for i, (_, item) in enumerate(batch) if isinstance(item, bytes)]
-        decoded = dict(zip(jpegs, on_device.decode([batch[i][1] for i in jpegs]))) if jpegs else {}
-        kept, pixels = [], []
-        for i, (key, item) in enumerate(batch):
-            if i in decoded:
-                if decoded[i] is None:  # nvJPEG refused it: Pillow decodes it or says why
-                    try:
-                        item, out.sizes[key] = decode_on_cpu(item)
-                    except ImageDecodeError as exc:
-                        out.errors[key] = str(exc)
-                        out.sizes.pop(key, None)
-                        continue
+        refused = []
+        for g in range(0, len(jpegs), DECODE_GROUP):
+            group = jpegs[g:g + DECODE_GROUP]
+            decoded = decoder.decode([batch[i][1] for i in group])
+            for j, i in enumerate(group):
+                full, decoded[j] = decoded[j], None  # the list must not keep it alive either
+                if full is None:
+                    refused.append(i)
                 else:
-                    item = _Decoded(decoded[i])
-            kept.append(key)
-            pixels.append(on_device.prepare(item.pixels.to(encoder.device, non_blocking=True)))
-        return kept, pixels
+                    prepared[i] = on_device.prepare(full)
+                del full
+            del decoded
+        for i in refused:  # the device decoder refused it: Pillow decodes it or says why
+            key, data = batch[i]
+            try:
+                item, out.sizes[key] = decode_on_cpu(data)
+                batch[i] = (key, item)
+            except ImageDecodeError as exc:
+                out.errors[key] = str(exc)
+                out.sizes.pop(key, None)
+        on_cpu = [i for i, (_, item) in enumerate(batch) if isinstance(item, _Decoded)]
+        for i, pixels in zip(on_cpu, upload([batch[i][1].pixels for i in on_cpu], encoder.device)):
+            prepared[i] = on_device.prepare(pixels)
+        kept = [i for i in range(len(batch)) if i in prepared]
+        return [batch[i][0] for i in kept], [prepared[i] for i in kept]
 
     def flush(batch):
         if not batch:
@@ -173,3 +232,18 @@ def embed_keys(
 def stack(vectors: Iterable[np.ndarray], dim: int) -> np.ndarray:
     vectors = list(vectors)
     return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
+
+
+def intra_op_threads(requested: int, processes: int, cores: int | None = None) -> int:
+    """Torch intra-op threads for one of ``processes`` pool processes sharing this machine:
+    ``requested`` when set, else an equal share of the cores (at least 1)."""
+    if requested > 0:
+        return requested
+    return max(1, (cores or os.cpu_count() or 1) // max(1, processes))
+
+
+def set_intra_op_threads(requested: int, processes: int) -> int:
+    """Apply ``intra_op_threads`` to this process (a freshly forked pool process: torch's pool
+    would otherwise start one thread per core in each of them). Returns the count in force."""
+    torch.set_num_threads(intra_op_threads(requested, processes))
+    return torch.get_num_threads()

@@ -75,3 +75,39 @@ def test_a_local_weights_file_is_loaded(tmp_path, tiny_encoder):
     assert enc.key.startswith("verge-tiny/file-")
     img = [decode_image(jpeg_bytes(2))]
     np.testing.assert_allclose(enc.encode_images(img), tiny_encoder.encode_images(img), atol=1e-6)
+
+
+def test_a_weights_files_key_is_hashed_once_at_load_never_per_image(tmp_path, tiny_encoder, monkeypatch,
+                                                                     settings):
+    """Scoring reads the encoder's key for every image; with a weights file that key is the
+    file's sha256. It is computed when the encoder loads, and scoring a chunk (the production
+    path: Scorer.score_chunk with its per-image predict) never reads the file again."""
+    import migrations
+    import models.encoder as encoder_module
+    from store import queries as q
+    from store.blobs import BlobStore
+    from store.db import session_scope
+    from workers.scoring import Scorer
+
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_encoder.model.state_dict(), path)
+    hashed = []
+    real_digest = encoder_module._file_digest
+    monkeypatch.setattr(encoder_module, "_file_digest", lambda p: hashed.append(p) or real_digest(p))
+
+    enc = load_encoder(EncoderSpec("verge-tiny", str(path)), "cpu")
+    assert len(hashed) == 1 and enc.key == f"verge-tiny/file-{real_digest(path)}"
+    for _ in range(1000):
+        assert enc.key.startswith("verge-tiny/file-")
+
+    url = settings.resolved_database_url
+    migrations.upgrade(url)
+    blobs = BlobStore(settings.resolved_blob_dir)
+    with session_scope(url) as s:
+        ids = q.register_images(s, None, [(f"p{i}.jpg", blobs.put(jpeg_bytes(500 + i)), 1)
+                                          for i in range(6)]).image_ids
+    report = Scorer(settings, encoder=enc).score_chunk(ids)
+    assert report.scored == 6
+    assert len(hashed) == 1
+    with session_scope(url) as s:
+        assert q.stored_embeddings(s, ids, enc.key).keys() == set(ids)  # recorded under that key

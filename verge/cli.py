@@ -4,6 +4,7 @@ Errors a user can cause end in one line on stderr and exit status 1, never a tra
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -304,10 +305,16 @@ def worker(concurrency, loglevel, name, metrics_port):
     from models.encoder import EncoderSpec, verify_weights
     from workers.app import app, configure
 
+    from models.jpeg_decoders import missing_library
+
     settings = _settings()
+    if concurrency:  # the pool processes size their torch thread pools by it
+        settings = dataclasses.replace(settings, worker_concurrency=concurrency)
     _migrated(settings)
     # Fail here, in one line, rather than in every task; each worker process loads its own copy.
     verify_weights(EncoderSpec(settings.encoder, settings.pretrained))
+    if settings.device != "cpu" and (why := missing_library(settings.gpu_decode)):
+        raise UserError(why)
     configure(settings)
     import workers.tasks  # noqa: F401 - registers the tasks
 

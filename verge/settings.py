@@ -84,8 +84,8 @@ def _device(raw: str) -> str:
 
 def _gpu_decode(raw: str) -> str:
     value = raw.strip().lower()
-    if value not in ("nvjpeg", "resize", "off"):
-        raise ValueError("must be nvjpeg, resize or off")
+    if value not in ("nvjpeg", "dali", "nvimgcodec", "resize", "off"):
+        raise ValueError("must be nvjpeg, dali, nvimgcodec, resize or off")
     return value
 
 
@@ -180,10 +180,16 @@ class Settings:
     decode_threads: int = _setting(
         "VERGE_DECODE_THREADS", 4, _positive_int,
         "Threads that decode and preprocess images while the model runs.")
+    torch_threads: int = _setting(
+        "VERGE_TORCH_THREADS", 0, _non_negative_int,
+        "Torch intra-op threads in each worker pool process; 0 = the machine's cores divided by "
+        "the pool processes (at least 1), so `-c N` processes do not each start one per core.")
     gpu_decode: str = _setting(
         "VERGE_GPU_DECODE", "nvjpeg", _gpu_decode,
-        "Image work on a CUDA worker: `nvjpeg` (plain JPEGs decoded by nvJPEG; every image resized "
-        "on the GPU), `resize` (Pillow decodes, the GPU resizes) or `off` (all on the CPU). "
+        "Image work on a CUDA worker: `nvjpeg` (baseline JPEGs decoded by nvJPEG; every image resized "
+        "on the GPU), `dali` or `nvimgcodec` (every plain JPEG, progressive ones too, decoded on the "
+        "GPU by NVIDIA DALI or nvImageCodec: `pip install 'verge[gpu]'`), `resize` (Pillow decodes, "
+        "the GPU resizes) or `off` (all on the CPU). Files the GPU decoder refuses go to Pillow. "
         "CPU workers ignore it.")
     max_image_pixels: int = _setting(
         "VERGE_MAX_IMAGE_PIXELS", 100_000_000, _positive_int,

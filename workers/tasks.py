@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 
 from celery.signals import worker_process_init
@@ -22,6 +23,12 @@ _TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 @worker_process_init.connect
 def _fresh_process(**_):
     dispose_engines()  # connections must never be shared across a fork
+    from models.pipeline import set_intra_op_threads
+
+    settings = settings_of(app)
+    threads = set_intra_op_threads(settings.torch_threads, settings.worker_concurrency)
+    log.info("pool process %d: %d torch intra-op threads (%d pool processes)",
+             os.getpid(), threads, settings.worker_concurrency)
 
 
 def _chunk_fields(task_id, batch_id, image_ids) -> dict:
@@ -70,7 +77,11 @@ def _warm_model(**_):
     """Load the model when the process starts, not inside the first chunk."""
     try:
         settings = settings_of(app)
-        scorer_for(settings).encoder.warm_up(settings.batch_size)
+        encoder = scorer_for(settings).encoder
+        encoder.warm_up(settings.batch_size)
+        from models.pipeline import warm_up_decoder
+
+        warm_up_decoder(encoder, settings.gpu_decode, settings.decode_threads)
     except Exception:  # the first task reports it; a worker process must not die at boot
         log.exception("could not load the model at worker start")
 

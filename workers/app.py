@@ -1,8 +1,13 @@
 """The Celery app, configured from verge's settings.
 
 Embedded default: kombu's filesystem transport under the data dir (no server). At scale:
-Redis via VERGE_BROKER_URL. Either way delivery is at-least-once (acks_late, requeue when a
-worker dies, prefetch 1) and scoring is idempotent, so a redelivered chunk changes nothing.
+Redis or RabbitMQ via VERGE_BROKER_URL. Either way delivery is at-least-once (acks_late, requeue
+when a worker dies, prefetch 1) and scoring is idempotent, so a redelivered chunk changes nothing.
+
+A worker host that dies whole (no goodbye) holds its chunks unacknowledged: RabbitMQ redelivers
+them as soon as the connection drops; Redis once VERGE_VISIBILITY_TIMEOUT has passed (short by
+default, since a chunk scored twice writes nothing twice; retrains are acknowledged on receipt).
+On RabbitMQ the queues are durable quorum queues (replicated, delivery-counted).
 """
 from __future__ import annotations
 
@@ -92,6 +97,21 @@ def parse_cron(expr: str) -> crontab:
         raise SettingsError(f"VERGE_RETRAIN_CRON={expr!r} is not valid: {exc}") from None
 
 
+def is_amqp(url: str) -> bool:
+    return url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
+def task_queues(settings: Settings):
+    """RabbitMQ: the scoring queue as a durable quorum queue (and any queue created on demand,
+    e.g. by a sender naming one). Other brokers: Celery's default."""
+    if not is_amqp(settings.broker_url):
+        return None
+    from kombu import Exchange, Queue
+
+    return [Queue(settings.queue, Exchange(settings.queue), routing_key=settings.queue, durable=True,
+                  queue_arguments={"x-queue-type": "quorum"})]
+
+
 def configure(settings: Settings) -> Celery:
     url, options = broker_options(settings)
     if getattr(app, "verge_settings", None) is not None and (
@@ -115,7 +135,10 @@ def configure(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         beat_schedule=beat_schedule(settings),
+        task_queues=task_queues(settings),
+        task_create_missing_queue_type="quorum" if is_amqp(settings.broker_url) else "classic",
     )
+    app.amqp.queues = app.conf.task_queues  # rebuilt for this broker (a cached property)
     app.verge_settings = settings
     return app
 

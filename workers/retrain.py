@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import select
 
 from models.encoder import EncoderSpec
-from models.heads import THREE_CLASS, THREE_CLASSES, load_head, save_head
+from models.heads import THREE_CLASS, THREE_CLASSES, head_bytes, load_head
 from models.metrics import classification_metrics
 from models.training import (RETRAIN_RECIPE, Recipe, TrainResult, batch_size_for, out_of_fold_probs,
                              train_head)
@@ -80,7 +80,8 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
             vectors = q.stored_embeddings(s, list(agreed.labels), encoder_key)
             shas = q.hashes_by_id(s, list(vectors))
             active = q.active_model(s)
-            active_info = (active.id, active.path, active.encoder) if active else None
+            active_info = ((active.id, q.head_checkpoint(s, active.id), active.encoder)
+                           if active else None)
         ids = sorted(vectors)
         out = RetrainOutcome(None, False, "", labels=len(ids), ties=agreed.ties)
         if len(ids) < MIN_LABELS or len({agreed.labels[i] for i in ids}) < 2:
@@ -121,12 +122,12 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
                                          "labels": len(ids), "ties": len(agreed.ties),
                                          "trigger": trigger, "decision": out.reason})
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        path = save_head(result.head,
-                         settings.model_dir / f"three_class-{stamp}-{secrets.token_hex(3)}.pt")
+        path = f"database/three_class-{stamp}-{secrets.token_hex(3)}.pt"  # model_version.checkpoint
         lease.renew()
         with session_scope(url) as s:  # the version row and the flip land together or not at all
             mv = ModelVersion(kind=THREE_CLASS, classes=list(THREE_CLASSES), encoder=encoder_key,
-                              path=str(path.resolve()), metrics=result.head.meta.metrics,
+                              path=path, checkpoint=head_bytes(result.head),
+                              metrics=result.head.meta.metrics,
                               state="candidate", note=out.reason)
             s.add(mv)
             s.flush()

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
 from store import queries as q
 from store.db import session_scope
-from store.queries import _chunks, insert_ignore
+from store.queries import _chunks
 from store.s3 import Listed, ObjectStoreError, check_bucket, list_objects, parse_s3_url
 from store.schema import BatchImage, Image
 from verge.settings import Settings
 
-from .submission import IMAGE_SUFFIXES, SubmitResult, check_broker, enqueue, new_batch_name
+from .app import SCORE_CHUNK, app, configure
+from .submission import IMAGE_SUFFIXES, PUBLISH_RETRY, SubmitResult, check_broker, new_batch_name
 
 GROUP = 5000  # objects per registration transaction: a few hundred kB of rows
 
@@ -37,43 +38,93 @@ def _is_image_key(key: str) -> bool:
     return "." in name and "." + name.rsplit(".", 1)[-1].lower() in IMAGE_SUFFIXES
 
 
+def _insert(session, model):
+    """The dialect's INSERT (for ON CONFLICT DO NOTHING ... RETURNING)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model)
+
+
+# Postgres: rows as arrays through unnest -- a multi-row VALUES list of 5,000 rows costs the
+# driver more to parse than the database to insert
+_PG_IMAGES = text(
+    "INSERT INTO image (sha256, storage_key, etag, source_name, size_bytes, status, attempts, "
+    "created_at, queued_at) "
+    "SELECT NULL, k, e, n, sz, 'queued', 0, :now, :now FROM unnest(CAST(:keys AS varchar[]), "
+    "CAST(:etags AS varchar[]), CAST(:names AS varchar[]), CAST(:sizes AS integer[])) AS t(k, e, n, sz) "
+    "ON CONFLICT DO NOTHING RETURNING id, storage_key, etag")
+_PG_LINKS = text(
+    "INSERT INTO batch_image (batch_id, image_id, source_name, added_at) "
+    "SELECT :batch, i, n, :now FROM unnest(CAST(:ids AS integer[]), CAST(:names AS varchar[])) AS t(i, n) "
+    "ON CONFLICT DO NOTHING")
+
+
 def register_objects(session, batch_id: int, bucket: str, objects: list[Listed]) -> q.Registered:
-    """Record objects in place (location + ETag, no hash yet) and link them to the batch. Objects
-    registered before (same location and ETag) are linked again, not duplicated; those only
-    ``registered`` so far become queued. Returns them like ``queries.register_images``."""
+    """Record objects in place (location + ETag, no hash yet), queued, and link them to the batch.
+    Objects registered before (same location and ETag) are linked again, not duplicated; those
+    only ``registered`` so far become queued. Returns them like ``queries.register_images``.
+
+    INSERT ... ON CONFLICT DO NOTHING RETURNING id, which SQLAlchemy sends as multi-row
+    statements: the ids of new rows come back without a second look-up (the common case)."""
     now = q.utcnow()
     rows = {(o.url(bucket), o.etag): o for o in objects}
-    locations = sorted({loc for loc, _ in rows})
-
-    def known() -> dict:
-        found = {}
-        for part in _chunks(locations):
-            found.update({(loc, etag): (iid, status) for iid, loc, etag, status in session.execute(
-                select(Image.id, Image.storage_key, Image.etag, Image.status)
-                .where(Image.storage_key.in_(part)))})
-        return found
-
-    before = known()
-    insert_ignore(session, Image, [
-        {"sha256": None, "storage_key": loc, "etag": etag, "source_name": loc[:500],
-         "size_bytes": o.size, "status": "queued", "attempts": 0, "created_at": now}
-        for (loc, etag), o in rows.items() if (loc, etag) not in before])
-    after = known()
+    ids: dict[tuple, int] = {}
+    values = [{"sha256": None, "storage_key": loc, "etag": etag, "source_name": loc[:500],
+               "size_bytes": o.size, "status": "queued", "attempts": 0, "created_at": now,
+               "queued_at": now} for (loc, etag), o in rows.items()]
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if values and postgres:  # one statement, four array parameters: nothing for the driver to parse
+        ids.update({(loc, etag): iid for iid, loc, etag in session.execute(_PG_IMAGES, {
+            "keys": [v["storage_key"] for v in values], "etags": [v["etag"] for v in values],
+            "names": [v["source_name"] for v in values], "sizes": [v["size_bytes"] for v in values],
+            "now": now})})
+    elif values:  # one cached statement; SQLAlchemy sends the rows as multi-row INSERTs
+        stmt = (_insert(session, Image).on_conflict_do_nothing()
+                .returning(Image.id, Image.storage_key, Image.etag))
+        ids.update({(loc, etag): iid for iid, loc, etag in session.connection().execute(stmt, values)})
     out = q.Registered(batch_id)
-    out.image_ids = [after[k][0] for k in rows]
-    out.new_ids = [after[k][0] for k in rows if k not in before]
-    insert_ignore(session, BatchImage, [
-        {"batch_id": batch_id, "image_id": after[k][0], "source_name": k[0][:500], "added_at": now}
-        for k in rows])
-    waiting = [iid for k, (iid, status) in before.items() if k in rows and status == "registered"]
-    if waiting:
-        from sqlalchemy import update
-
-        for part in _chunks(waiting):
-            session.execute(update(Image).where(Image.id.in_(part), Image.status == "registered")
-                            .values(status="queued"))
+    out.new_ids = list(ids.values())
+    known = [k for k in rows if k not in ids]
+    waiting = []
+    for part in _chunks(sorted({loc for loc, _ in known})):
+        for iid, loc, etag, status in session.execute(
+                select(Image.id, Image.storage_key, Image.etag, Image.status)
+                .where(Image.storage_key.in_(part))):
+            if (loc, etag) in rows and (loc, etag) not in ids:
+                ids[(loc, etag)] = iid
+                if status == "registered":
+                    waiting.append(iid)
+    out.image_ids = [ids[k] for k in rows]
+    links = [{"batch_id": batch_id, "image_id": ids[k], "source_name": k[0][:500], "added_at": now}
+             for k in rows]
+    if links and postgres:
+        session.execute(_PG_LINKS, {"batch": batch_id, "ids": [r["image_id"] for r in links],
+                                    "names": [r["source_name"] for r in links], "now": now})
+    elif links:
+        session.connection().execute(
+            _insert(session, BatchImage).on_conflict_do_nothing()
+            .returning(BatchImage.image_id), links)  # RETURNING: batched like the images
+    for part in _chunks(waiting):
+        session.execute(update(Image).where(Image.id.in_(part), Image.status == "registered")
+                        .values(status="queued", queued_at=now))
     out.to_score = out.new_ids + waiting
     return out
+
+
+def publish(settings: Settings, image_ids: list[int], batch_id: int) -> int:
+    """Scoring tasks for images already stamped ``queued_at`` (at registration): one producer,
+    no per-chunk UPDATE."""
+    configure(settings)
+    chunks = [image_ids[i:i + settings.chunk_size] for i in range(0, len(image_ids), settings.chunk_size)]
+    if chunks:
+        with app.producer_or_acquire() as producer:
+            for chunk in chunks:
+                app.send_task(SCORE_CHUNK, args=[chunk], kwargs={"batch_id": batch_id},
+                              queue=settings.queue, producer=producer, retry=True,
+                              retry_policy=PUBLISH_RETRY)
+    return len(chunks)
 
 
 def _prefetched(items: Iterator, depth: int = 8) -> Iterator:
@@ -117,28 +168,37 @@ def register_prefix(settings: Settings, url: str, batch: str | None = None, sour
                     progress: Callable[[int], None] | None = None) -> SubmitResult:
     """Register every image object under ``url`` (``s3://bucket/prefix``) as one batch and send
     scoring tasks. Raises ObjectStoreError (one line) before writing anything when the bucket
-    cannot be read, BrokerUnavailable when the broker is down."""
+    cannot be read or holds no image under the prefix, BrokerUnavailable when the broker is down."""
     bucket, prefix = parse_s3_url(url)
     pool = settings.decode_threads
     check_bucket(bucket, pool)
     check_broker(settings)
-    pages = _prefetched(_pages(bucket, prefix, result := SubmitResult(0, ""), pool))
+    result = SubmitResult(0, "")
+    pages = _prefetched(_pages(bucket, prefix, result, pool))
     first = next(pages, None)  # a listing that fails fails here, before a batch exists
     if first is None:
         raise ObjectStoreError(f"no image objects under {url} ({len(result.skipped)} other objects)")
+    return register_pages(settings, bucket, _chain(first, pages), batch, source, progress, result)
+
+
+def register_pages(settings: Settings, bucket: str, pages: Iterable[list[Listed]], batch: str | None,
+                   source: str = "cli", progress: Callable[[int], None] | None = None,
+                   result: SubmitResult | None = None) -> SubmitResult:
+    """Register pages of listed objects of ``bucket`` as one batch: a transaction and the
+    batch's scoring tasks per page."""
     db_url = settings.resolved_database_url
-    name = batch or new_batch_name()
+    result = result or SubmitResult(0, "")
+    result.batch = batch or new_batch_name()
     with session_scope(db_url) as s:
-        result.batch_id = q.get_or_create_batch(s, name, source)
-    result.batch = name
-    for page in _chain(first, pages):
+        result.batch_id = q.get_or_create_batch(s, result.batch, source)
+    for page in pages:
         with session_scope(db_url) as s:
             reg = register_objects(s, result.batch_id, bucket, page)
         result.submitted += len(page)
         result.new += len(reg.new_ids)
         result.duplicates += len(page) - len(reg.new_ids)
         result.enqueued += len(reg.to_score)
-        result.chunks += enqueue(settings, reg.to_score, result.batch_id)
+        result.chunks += publish(settings, reg.to_score, result.batch_id)
         if progress:
             progress(len(page))
     return result

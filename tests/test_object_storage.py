@@ -199,3 +199,17 @@ def test_bad_object_storage_is_one_line_at_submit_and_worker_start(tmp_path, tin
             _one_error_line(verge(blob_env, "submit", str(local), check=False, timeout=120), word)
             _one_error_line(verge(blob_env, "worker", check=False, timeout=120), word)
         _no_batches(env)
+
+
+def test_blob_url_setting_and_the_old_blob_dir(tmp_path):
+    from verge.settings import Settings, SettingsError
+
+    assert Settings.from_env({"VERGE_DATA_DIR": str(tmp_path)}).resolved_blob_url == str(tmp_path / "blobs")
+    assert Settings.from_env({"VERGE_BLOB_URL": "s3://b/p/x"}).resolved_blob_url == "s3://b/p/x"
+    assert Settings.from_env({"VERGE_BLOB_URL": str(tmp_path / "f")}).resolved_blob_dir == tmp_path / "f"
+    # the deprecated spelling still names a folder, and loses to VERGE_BLOB_URL
+    assert Settings.from_env({"VERGE_BLOB_DIR": str(tmp_path / "old")}).resolved_blob_url == str(tmp_path / "old")
+    assert Settings.from_env({"VERGE_BLOB_DIR": "x", "VERGE_BLOB_URL": "s3://b"}).resolved_blob_url == "s3://b"
+    for bad in ("s3://", "s3:///prefix", "http://minio:9000/bucket"):
+        with pytest.raises(SettingsError, match="VERGE_BLOB_URL"):
+            Settings.from_env({"VERGE_BLOB_URL": bad})

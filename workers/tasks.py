@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
+import time
 
 from celery.signals import worker_process_init
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -18,6 +20,14 @@ log = logging.getLogger("verge.tasks")
 
 # A database or broker that is down is a reason to wait and retry, never to drop a chunk.
 _TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError, ObjectStoreUnavailable)
+
+
+def _test_pause(point: str) -> None:
+    """Where a test holds a task to force an interleaving (``VERGE_TEST_PAUSE_<POINT>=seconds``,
+    never set in production): e.g. a retrain outliving Redis's visibility timeout."""
+    seconds = os.environ.get(f"VERGE_TEST_PAUSE_{point}")
+    if seconds:
+        time.sleep(float(seconds))
 
 
 @worker_process_init.connect
@@ -80,6 +90,7 @@ def retrain(trigger: str = "schedule") -> dict:
 
     from .retrain import retrain as run
 
+    _test_pause("RETRAIN")
     try:
         outcome = run(settings_of(app), trigger=trigger)
     except LockBusy as exc:

@@ -45,14 +45,14 @@ def is_in_place(storage_key: str) -> bool:
     return storage_key.startswith("s3://")
 
 
-def read_image(blobs, storage_key: str, etag: str | None = None) -> bytes:
+def read_image(blobs, storage_key: str, etag: str | None = None, pool: int | None = None) -> bytes:
     """An image's bytes: from the blob store, or from its own object (only the version that was
     registered: a deleted or replaced object raises ``BlobNotFound`` with the reason)."""
     if is_in_place(storage_key):
         from .s3 import parse_s3_url, read_object
 
         bucket, key = parse_s3_url(storage_key)
-        return read_object(bucket, key, etag, pool=getattr(blobs, "pool", 10))
+        return read_object(bucket, key, etag, pool=pool or getattr(blobs, "pool", 10))
     return blobs.get(storage_key)
 
 

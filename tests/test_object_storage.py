@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,46 @@ def test_blob_url_setting_and_the_old_blob_dir(tmp_path):
     for bad in ("s3://", "s3:///prefix", "http://minio:9000/bucket"):
         with pytest.raises(SettingsError, match="VERGE_BLOB_URL"):
             Settings.from_env({"VERGE_BLOB_URL": bad})
+
+
+@pytest.mark.services
+def test_two_workers_hashing_equal_bytes_at_once_end_with_one_image(pg_url):
+    """Two chunks learn the same hash for two objects at the same moment: the second waits on the
+    unique index, fails, retries and merges into the first. Forced: the first transaction is held
+    open until the second is blocked behind it."""
+    import threading
+
+    from sqlalchemy import text
+
+    from store import queries as q
+    from store.identity import adopt_hashes
+    from store.s3 import Listed
+    from workers.inplace import register_objects
+    from workers.scoring import adopt_hashes_retrying
+
+    migrations.upgrade(pg_url)
+    with session_scope(pg_url) as s:
+        b1, b2 = q.get_or_create_batch(s, "one", "cli"), q.get_or_create_batch(s, "two", "cli")
+        x = register_objects(s, b1, "bk", [Listed("a/x.jpg", 10, '"1"')]).image_ids[0]
+        y = register_objects(s, b2, "bk", [Listed("b/y.jpg", 10, '"2"')]).image_ids[0]
+    h = "ab" * 32
+    outcome = {}
+    with session_scope(pg_url) as first:
+        adopt_hashes(first, {x: h})  # x takes the hash; not committed yet
+        second = threading.Thread(target=lambda: outcome.update(r=adopt_hashes_retrying(pg_url, {y: h})))
+        second.start()
+        deadline = time.monotonic() + 30
+        while True:  # until the second transaction waits on our row lock of the unique index
+            with session_scope(pg_url) as probe:
+                waiting = probe.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                            "AND datname = current_database()"))
+            if waiting:
+                break
+            assert time.monotonic() < deadline, "the second adopt never blocked"
+            time.sleep(0.05)
+    second.join(30)
+    assert outcome["r"].merged == {y: x}
+    with session_scope(pg_url) as s:
+        assert s.scalar(select(func.count()).select_from(Image).where(Image.sha256 == h)) == 1
+        assert s.get(Image, y) is None
+        assert sorted(s.scalars(select(BatchImage.batch_id).where(BatchImage.image_id == x))) == [b1, b2]

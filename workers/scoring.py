@@ -83,7 +83,8 @@ class Scorer:
 
         def load(iid):
             im = todo[iid]
-            data = read_image(self.blobs, im.storage_key, im.etag)  # a gone object: its reason
+            # a gone object raises its reason; the pool is as large as the decode threads
+            data = read_image(self.blobs, im.storage_key, im.etag, self.settings.decode_threads)
             if im.sha256 is None:
                 hashes[iid] = sha256_hex(data)
             return data

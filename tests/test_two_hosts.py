@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from store.db import dispose_engines, session_scope
 from store.schema import Batch, BatchImage, Image, Prediction
-from tests.conftest import TINY, port_open, verge
+from tests.conftest import TINY, Worker, port_open, verge
 from tests.corpus import jpeg_bytes
 from tests.test_object_storage import free_port, hashes_under
 
@@ -68,7 +68,7 @@ def _delete_amqp_queue(url: str, name: str) -> None:
 @pytest.mark.services
 @pytest.mark.slow
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
-def test_two_hosts_share_nothing_but_the_services(broker, request, tmp_path, pg_url, s3, start_worker):
+def test_two_hosts_share_nothing_but_the_services(broker, request, tmp_path, pg_url, s3):
     broker_url = request.getfixturevalue("redis_url" if broker == "redis" else "amqp_url")
     queue = f"verge-hosts-{uuid.uuid4().hex[:8]}"
     if broker == "rabbitmq":
@@ -86,8 +86,10 @@ def test_two_hosts_share_nothing_but_the_services(broker, request, tmp_path, pg_
              for i in range(320)}
     later = {f"in/two/q{i:02d}.jpg": jpeg_bytes(6000 + i, (64, 48)) for i in range(30)}
     _upload(s3, bucket, {**first, **later})
-    with ThreadPoolExecutor(2) as pool:  # two hosts booting at once
-        worker_a, worker_b = pool.map(lambda h: start_worker(env[h]), ["a", "b"])
+    with ThreadPoolExecutor(2) as pool:  # two hosts booting at once, each with its own log
+        worker_a, worker_b = pool.map(lambda h: Worker(env[h], tmp_path / f"worker-{h}.log"), ["a", "b"])
+    request.addfinalizer(worker_a.stop)
+    request.addfinalizer(worker_b.stop)
 
     out = json.loads(verge(env["submitter"], "submit", f"s3://{bucket}/in/one/", "--batch", "one",
                            "--json").stdout)

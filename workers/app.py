@@ -57,7 +57,7 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
             "polling_interval": 0.05,
         }
     vt = settings.visibility_timeout
-    return settings.broker_url, {
+    options = {
         "visibility_timeout": vt,
         # sweep for chunks a dead worker left unacknowledged every few seconds (kombu's default
         # scans only every 100 s) and never let a dead sweeper's mutex outlive the timeout
@@ -65,6 +65,15 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
         "unacked_restore_throttle": 1,
         "unacked_mutex_expire": max(5, min(300, vt)),
     }
+    if settings.broker_url.startswith(("redis", "rediss")):
+        # kombu keeps every client's unacknowledged messages in one hash per Redis database, and
+        # any client restores whatever is older than ITS timeout: another deployment (or test)
+        # on the same database with a shorter one would hand our running chunks out early. Our
+        # own keys, named after the queue every process of one deployment shares.
+        options.update({"unacked_key": f"{settings.queue}.unacked",
+                        "unacked_index_key": f"{settings.queue}.unacked_index",
+                        "unacked_mutex_key": f"{settings.queue}.unacked_mutex"})
+    return settings.broker_url, options
 
 
 def beat_schedule(settings: Settings) -> dict:

@@ -7,6 +7,7 @@ its metadata, and ``load_head`` refuses one made for another encoder.
 from __future__ import annotations
 
 import datetime as dt
+import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -112,8 +113,18 @@ _BUILDERS = {
 }
 
 
-def load_head(path: Path, encoder_key: str | None = None) -> Head:
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+def head_bytes(head: Head) -> bytes:
+    """The checkpoint as bytes (what the database keeps: ``model_version.checkpoint``)."""
+    buf = io.BytesIO()
+    torch.save({"meta": asdict(head.meta), "state_dict": head.module.state_dict()}, buf)
+    return buf.getvalue()
+
+
+def load_head(source: Path | str | bytes, encoder_key: str | None = None) -> Head:
+    """A head from a checkpoint file or from checkpoint bytes."""
+    path = "checkpoint bytes" if isinstance(source, bytes) else source
+    ckpt = torch.load(io.BytesIO(source) if isinstance(source, bytes) else Path(source),
+                      map_location="cpu", weights_only=True)
     meta_dict = dict(ckpt["meta"])
     meta_dict["classes"] = tuple(meta_dict["classes"])
     meta = HeadMeta(**meta_dict)

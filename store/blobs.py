@@ -1,4 +1,6 @@
-"""Content-addressed image storage: ``<root>/ab/abcdef...`` keyed by the bytes' sha256.
+"""Content-addressed image storage: ``<root>/ab/abcdef...`` keyed by the bytes' sha256, in a
+folder (here) or in S3-compatible object storage (``store.s3``); ``open_blobs`` picks by URL.
+``read_image`` reads an image wherever it lives: a blob, or an object registered in place.
 
 Keys are validated as hex before they touch the filesystem, so no key can name a path outside
 the store; writes go to a temporary file and are renamed into place, so a reader never sees a
@@ -24,10 +26,47 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def valid_key(key: str) -> bool:
+    return bool(_KEY.match(key or ""))
+
+
+def open_blobs(url: str, pool: int = 10):
+    """The blob store ``url`` names: ``s3://bucket/prefix`` or a folder. ``pool``: the S3
+    connection pool size (the number of threads that read at once)."""
+    if url.startswith("s3://"):
+        from .s3 import S3BlobStore
+
+        return S3BlobStore(url, pool)
+    return BlobStore(url)
+
+
+def is_in_place(storage_key: str) -> bool:
+    """An image registered where it lives (``s3://...``) rather than copied into the blob store."""
+    return storage_key.startswith("s3://")
+
+
+def read_image(blobs, storage_key: str, etag: str | None = None, pool: int | None = None) -> bytes:
+    """An image's bytes: from the blob store, or from its own object (only the version that was
+    registered: a deleted or replaced object raises ``BlobNotFound`` with the reason)."""
+    if is_in_place(storage_key):
+        from .s3 import parse_s3_url, read_object
+
+        bucket, key = parse_s3_url(storage_key)
+        return read_object(bucket, key, etag, pool=pool or getattr(blobs, "pool", 10))
+    return blobs.get(storage_key)
+
+
 class BlobStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
         self._dirs: set[Path] = set()  # fan-out folders known to exist
+
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    def check(self) -> None:
+        """Nothing to reach: a folder is created on first write."""
 
     def path_for(self, key: str) -> Path:
         if not _KEY.match(key or ""):

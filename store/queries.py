@@ -196,6 +196,14 @@ def activate_model(session: Session, version_id: int) -> None:
                     .values(state="active", activated_at=db_now(session)))
 
 
+def head_checkpoint(session: Session, version_id: int) -> bytes | str:
+    """A model version's checkpoint: its bytes, kept in the database, or (versions recorded
+    before checkpoints moved there) the file path they were saved to."""
+    data, path = session.execute(select(ModelVersion.checkpoint, ModelVersion.path)
+                                 .where(ModelVersion.id == version_id)).one()
+    return bytes(data) if data is not None else path
+
+
 # --------------------------------------------------------------------------- embeddings
 def pack_vector(v: np.ndarray) -> bytes:
     return np.ascontiguousarray(v, dtype="<f4").tobytes()

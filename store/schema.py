@@ -39,8 +39,13 @@ class Batch(Base):
 class Image(Base):
     __tablename__ = "image"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64), unique=True)
-    storage_key: Mapped[str] = mapped_column(String(200))
+    # NULL only for an object registered in place until a worker has read (and hashed) it; then
+    # a second image with the same bytes is merged into the first (workers/identity.py)
+    sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # the blob key (the sha256) of a copied image, or ``s3://bucket/key`` of one registered in place
+    storage_key: Mapped[str] = mapped_column(String(1200))
+    # the object's ETag when registered in place: a later read gets that version or a reason
+    etag: Mapped[str | None] = mapped_column(String(200))
     source_name: Mapped[str] = mapped_column(String(500))  # the file name it first arrived under
     size_bytes: Mapped[int] = mapped_column(Integer)
     width: Mapped[int | None] = mapped_column(Integer)
@@ -58,6 +63,10 @@ class Image(Base):
     # instead of finding max(id) per image. No foreign key: prediction already points at image,
     # and a cycle between the two tables would buy nothing the writers don't already ensure.
     latest_prediction_id: Mapped[int | None] = mapped_column(Integer)
+    __table_args__ = (
+        # one row per object version registered in place (re-registering a prefix links them)
+        Index("uq_image_location", "storage_key", "etag", unique=True),
+    )
 
 
 class BatchImage(Base):
@@ -83,7 +92,10 @@ class ModelVersion(Base):
     kind: Mapped[str] = mapped_column(String(20))  # binary | three_class
     classes: Mapped[list] = mapped_column(JSON)
     encoder: Mapped[str] = mapped_column(String(200))
-    path: Mapped[str] = mapped_column(String(500))  # checkpoint location
+    path: Mapped[str] = mapped_column(String(500))  # where the checkpoint came from (informative)
+    # the checkpoint itself (~0.5 MB): every worker, web server and retrain reads it from here, so
+    # no process needs another's disk. Deferred: read only when a process switches heads.
+    checkpoint: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(12), default="candidate")
     note: Mapped[str | None] = mapped_column(Text)

@@ -20,12 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def compose_config(env_extra: dict) -> subprocess.CompletedProcess:
     exe = shutil.which("docker-compose")
     need("docker-compose (Debian package)", exe is not None, "apt-get install docker-compose")
-    env = {k: v for k, v in os.environ.items() if k not in ("POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "FLOWER_BASIC_AUTH")}
     return subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config"], cwd=ROOT,
                           env={**env, **env_extra}, capture_output=True, text=True, timeout=60)
 
 
-SECRETS = {"POSTGRES_PASSWORD": "not-a-real-secret", "FLOWER_BASIC_AUTH": "admin:not-a-real-secret"}
+SECRETS = {"POSTGRES_PASSWORD": "not-a-real-secret", "MINIO_ROOT_USER": "verge-admin",
+           "MINIO_ROOT_PASSWORD": "not-a-real-minio-secret", "FLOWER_BASIC_AUTH": "admin:not-a-real-secret"}
 
 
 def dockerfile() -> str:
@@ -81,6 +83,45 @@ def test_flower_runs_behind_authentication_with_the_workers_settings():
     worker = yaml.safe_load(compose_config(SECRETS).stdout)["services"]["worker"]
     for key in ("VERGE_BROKER_URL", "VERGE_DATABASE_URL", "VERGE_DATA_DIR"):
         assert flower["environment"][key] == worker["environment"][key]
+
+
+def test_compose_refuses_to_run_without_object_storage_credentials():
+    proc = compose_config({"POSTGRES_PASSWORD": "x", "MINIO_ROOT_USER": "u"})
+    assert proc.returncode != 0 and "MINIO_ROOT_PASSWORD" in proc.stderr
+
+
+def test_compose_shares_no_volume_keeps_images_in_minio_and_pins_each_worker_to_a_gpu():
+    proc = compose_config(SECRETS)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    # MinIO, its credentials from the environment, and the bucket made at start
+    assert services["minio"]["image"].startswith("minio/minio")
+    assert services["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == SECRETS["MINIO_ROOT_PASSWORD"]
+    bucket = services["minio-bucket"]
+    assert "mc mb --ignore-existing" in " ".join(bucket["command"]) and "public" not in " ".join(bucket["command"])
+    # every verge process speaks S3 the standard way, with the same credentials
+    built = {name: s for name, s in services.items() if "build" in s}
+    for name, svc in built.items():
+        env = svc["environment"]
+        assert env["VERGE_BLOB_URL"].startswith("s3://") and env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert env["AWS_SECRET_ACCESS_KEY"] == SECRETS["MINIO_ROOT_PASSWORD"]
+    # no named volume mounted by two services
+    owners: dict = {}
+    for name, svc in services.items():
+        for vol in svc.get("volumes", []):
+            source = vol["source"] if isinstance(vol, dict) else vol.split(":")[0]
+            owners.setdefault(source, []).append(name)
+    shared = {v: names for v, names in owners.items() if len(names) > 1}
+    assert not shared, f"volumes shared between services: {shared}"
+    # one GPU per worker, each a different one (count: 1 with --scale would repeat device 0)
+    workers = {name: s for name, s in built.items() if s["command"][0] == "worker"}
+    assert len(workers) >= 2
+    ids = []
+    for name, svc in workers.items():
+        [dev] = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert "count" not in dev and len(dev["device_ids"]) == 1, (name, dev)
+        ids += dev["device_ids"]
+    assert len(set(ids)) == len(ids), f"two workers share a GPU: {ids}"
 
 
 def test_dockerfile_copies_what_exists():

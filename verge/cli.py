@@ -34,10 +34,13 @@ def _friendly(fn):
         from sqlalchemy.exc import OperationalError
 
         from models.errors import HeadMismatch, UnknownEncoder, WeightsUnavailable
+        from store.s3 import ObjectStoreError
         from workers.errors import BrokerUnavailable, TrainingDataError
 
         try:
             return fn(*args, **kwargs)
+        except ObjectStoreError as exc:
+            raise UserError(str(exc)) from None
         except WeightsUnavailable as exc:
             raise UserError(f"{exc}; set VERGE_PRETRAINED to a local weights file, to a cached tag, "
                             f"or to 'none' for random weights") from None
@@ -120,7 +123,7 @@ def db_current():
 
 # ----------------------------------------------------------------------------- submit
 @main.command()
-@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=str)
 @click.option("--batch", "batch_name", help="Batch name (default: batch-<time>-<random>). "
               "An existing name adds to that batch.")
 @click.option("--from", "path_lists", multiple=True, type=click.Path(path_type=Path),
@@ -131,7 +134,9 @@ def db_current():
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @_friendly
 def submit(paths, batch_name, path_lists, wait, timeout, as_json):
-    """Submit image files, folders (recursive) or lists of paths as one batch."""
+    """Submit image files, folders (recursive) or lists of paths as one batch; or register the
+    images under s3://BUCKET/PREFIX in place (nothing is downloaded)."""
+    from workers.inplace import is_object_url
     from workers.submission import submit_paths
 
     if not paths and not path_lists:
@@ -145,8 +150,13 @@ def submit(paths, batch_name, path_lists, wait, timeout, as_json):
         raise UserError(f"nothing to submit: {given} exist; no batch was created")
     settings = _settings()
     _migrated(settings)
-    result = submit_paths(settings, paths, batch_name, path_lists,
-                          progress_factory=None if as_json else _bar("submitting", "file"))
+    urls = [p for p in paths if is_object_url(p)]
+    if urls:
+        result = _register_in_place(settings, urls, [p for p in paths if not is_object_url(p)],
+                                    path_lists, batch_name, as_json)
+    else:
+        result = submit_paths(settings, [Path(p) for p in paths], batch_name, path_lists,
+                              progress_factory=None if as_json else _bar("submitting", "file"))
     if not as_json:
         for path, reason in result.skipped:
             click.echo(f"skipped {path}: {reason}", err=True)
@@ -172,6 +182,24 @@ def _missing(paths, path_lists) -> list:
 
     return ([p for p in paths if local(p) and not Path(p).exists()]
             + [p for p in path_lists if local(p) and not Path(p).is_file()])
+def _register_in_place(settings: Settings, urls, paths, path_lists, batch_name, as_json):
+    from workers.inplace import register_prefix
+
+    if paths or path_lists or len(urls) > 1:
+        raise UserError("give one s3://BUCKET/PREFIX per submission, without local paths "
+                        "(submit folders as a separate batch)")
+    bars = []  # made on the first registered page: a bucket that fails prints only its error
+
+    def progress(n):
+        if not bars:
+            bars.append(_bar("registering", "obj")(None))
+        bars[0].update(n)
+
+    try:
+        return register_prefix(settings, urls[0], batch_name, progress=None if as_json else progress)
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def _batch_status(settings: Settings, batch_ref) -> dict:
@@ -312,6 +340,10 @@ def worker(concurrency, loglevel, name, metrics_port):
         settings = dataclasses.replace(settings, worker_concurrency=concurrency)
     _migrated(settings)
     # Fail here, in one line, rather than in every task; each worker process loads its own copy.
+    # the blob store must answer (a missing bucket, refused credentials, no endpoint)
+    from store.blobs import open_blobs
+
+    open_blobs(settings.resolved_blob_url).check()
     verify_weights(EncoderSpec(settings.encoder, settings.pretrained))
     if settings.device != "cpu" and (why := missing_library(settings.gpu_decode)):
         raise UserError(why)
@@ -441,7 +473,7 @@ def train_binary_cmd(folder, seed, epochs, class_weighting, lr_halve_every, earl
     click.echo(f"model version {out.version_id} ({'active' if not no_activate else 'candidate'}): "
                f"{out.examples} examples ({out.reused} embeddings reused, {out.embedded} computed"
                + (f", {out.metrics['augmented_views']} augmented views" if augment else "")
-               + f"), saved to {out.path}")
+               + f"), checkpoint kept in the database")
 
 
 @main.group()

@@ -140,6 +140,17 @@ def _opt_str(raw: str) -> str:
     return raw.strip()
 
 
+def _blob_url(raw: str) -> str:
+    value = raw.strip()
+    if value.startswith("s3://"):
+        bucket = value[5:].split("/", 1)[0]
+        if not bucket:
+            raise ValueError("needs a bucket: s3://BUCKET or s3://BUCKET/PREFIX")
+    elif "://" in value:
+        raise ValueError("must be a folder or s3://BUCKET/PREFIX")
+    return value
+
+
 def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> Any:
     return field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
 
@@ -148,7 +159,8 @@ def _setting(env: str, default: Any, parse: Callable[[str], Any], doc: str) -> A
 class Settings:
     data_dir: Path = _setting(
         "VERGE_DATA_DIR", Path("var"), _path,
-        "Where the embedded database, blobs, model checkpoints and broker folders live.")
+        "Where the embedded database, folder blobs and broker folders live; with object storage and a "
+        "server database it is only a cache (thumbnails, model weights).")
     database_url: str = _setting(
         "VERGE_DATABASE_URL", "", _opt_str,
         "SQLAlchemy URL; empty means SQLite (WAL) at `$VERGE_DATA_DIR/verge.db`. "
@@ -156,13 +168,19 @@ class Settings:
     broker_url: str = _setting(
         "VERGE_BROKER_URL", "", _opt_str,
         "Celery broker; empty means kombu's filesystem transport under `$VERGE_DATA_DIR/broker` "
-        "(no server). At scale: `redis://host:6379/0`.")
+        "(no server). At scale: `redis://host:6379/0` or RabbitMQ `amqp://user:pass@host:5672//` "
+        "(durable quorum queues).")
     queue: str = _setting(
         "VERGE_QUEUE", "verge", _str, "Celery queue name the scoring tasks go to.")
+    blob_url: str = _setting(
+        "VERGE_BLOB_URL", "", _blob_url,
+        "Where submitted images are stored (content-addressed): a folder, empty meaning "
+        "`$VERGE_DATA_DIR/blobs`, or `s3://BUCKET/PREFIX` in S3-compatible object storage (MinIO, "
+        "Ceph RGW, R2, AWS), reached with the standard `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, "
+        "`AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`. Head checkpoints live in the database.")
     blob_dir: str = _setting(
         "VERGE_BLOB_DIR", "", _opt_str,
-        "Content-addressed image storage; empty means `$VERGE_DATA_DIR/blobs`. "
-        "A shared volume when workers run on other machines.")
+        "Deprecated spelling of a folder `VERGE_BLOB_URL` (used only when that is empty).")
     encoder: str = _setting(
         "VERGE_ENCODER", "ViT-B-32", _str,
         "open_clip model name (`ViT-B-32`, `ViT-L-14`, ...) or `verge-tiny` (tests, offline demo).")
@@ -215,9 +233,11 @@ class Settings:
         "VERGE_TASK_MAX_RETRIES", 5, _positive_int,
         "Retries (with backoff) of a chunk whose database or broker was unreachable.")
     visibility_timeout: int = _setting(
-        "VERGE_VISIBILITY_TIMEOUT", 3600, _positive_int,
-        "Seconds before Redis hands an unacknowledged chunk to another worker; "
-        "keep it above the longest chunk.")
+        "VERGE_VISIBILITY_TIMEOUT", 60, _positive_int,
+        "Redis only: seconds before an unacknowledged chunk (a dead worker's) goes to another "
+        "worker, i.e. what a worker host that dies whole costs. A chunk still running then is "
+        "scored twice, harmlessly (scoring is idempotent); retrains are never handed out twice. "
+        "RabbitMQ redelivers as soon as the dead worker's connection drops.")
 
     requeue_after: int = _setting(
         "VERGE_REQUEUE_AFTER", 3600, _positive_int,
@@ -314,8 +334,18 @@ class Settings:
         return self.database_url or f"sqlite:///{(self.data_dir / 'verge.db').resolve()}"
 
     @property
+    def resolved_blob_url(self) -> str:
+        """``s3://bucket/prefix`` or the folder holding blobs (VERGE_BLOB_DIR is the old name)."""
+        if self.blob_url:
+            return self.blob_url if self.blob_url.startswith("s3://") else str(Path(self.blob_url).expanduser())
+        return str(Path(self.blob_dir).expanduser() if self.blob_dir else self.data_dir / "blobs")
+
+    @property
     def resolved_blob_dir(self) -> Path:
-        return Path(self.blob_dir).expanduser() if self.blob_dir else self.data_dir / "blobs"
+        """The blob folder when blobs are kept in a folder (callers that need a path)."""
+        if self.resolved_blob_url.startswith("s3://"):
+            raise SettingsError("VERGE_BLOB_URL names object storage, not a folder")
+        return Path(self.resolved_blob_url)
 
     @property
     def broker_dir(self) -> Path:

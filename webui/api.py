@@ -51,6 +51,18 @@ def submit_batch():
     return jsonify(result.as_dict()), 201
 
 
+@bp.post("/batches/register")
+def register_batch():
+    """JSON ``{"url": "s3://bucket/prefix/", "batch": "optional name"}``: register the image
+    objects under the prefix in place (nothing is copied), as ``verge submit s3://...``."""
+    from .inplace import register
+
+    _admin()
+    data = body()
+    result = register(data.get("url"), batch_name(data.get("batch")), source="api")
+    return jsonify(result.as_dict()), 201
+
+
 @bp.get("/batches/<ref>")
 def batch_status(ref: str):
     with db() as s:

@@ -61,5 +61,21 @@ def upload():
     return redirect(url_for("batches.detail", batch_id=result.batch_id))
 
 
+@bp.post("/batches/register")
+@admin_required
+def register():
+    """Register the image objects under an s3:// prefix in place (nothing is copied)."""
+    from .inplace import register as register_prefix
+
+    result = register_prefix(request.form.get("url"), batch_name(request.form.get("batch")), "web")
+    flash(f"Batch {result.batch}: {result.submitted} objects registered in place, {result.new} new, "
+          f"{result.enqueued} sent for scoring.", "info")
+    for path, reason in result.skipped[:SHOWN_SKIPS]:
+        flash(f"Skipped {_short(str(path))}: {_short(reason)}", "warn")
+    if len(result.skipped) > SHOWN_SKIPS:
+        flash(f"... and {len(result.skipped) - SHOWN_SKIPS} more skipped objects.", "warn")
+    return redirect(url_for("batches.detail", batch_id=result.batch_id))
+
+
 def _short(text: str, n: int = 120) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"

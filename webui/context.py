@@ -8,7 +8,7 @@ from typing import Iterator
 from flask import current_app, request
 from sqlalchemy.orm import Session
 
-from store.blobs import BlobStore
+from store.blobs import open_blobs
 from store.db import session_scope
 from verge.settings import Settings
 
@@ -23,8 +23,8 @@ def db() -> Iterator[Session]:
         yield session
 
 
-def blobs() -> BlobStore:
-    return BlobStore(settings().resolved_blob_dir)
+def blobs():
+    return open_blobs(settings().resolved_blob_url, 8)
 
 
 def thumb_dir() -> Path:

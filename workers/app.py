@@ -1,8 +1,13 @@
 """The Celery app, configured from verge's settings.
 
 Embedded default: kombu's filesystem transport under the data dir (no server). At scale:
-Redis via VERGE_BROKER_URL. Either way delivery is at-least-once (acks_late, requeue when a
-worker dies, prefetch 1) and scoring is idempotent, so a redelivered chunk changes nothing.
+Redis or RabbitMQ via VERGE_BROKER_URL. Either way delivery is at-least-once (acks_late, requeue
+when a worker dies, prefetch 1) and scoring is idempotent, so a redelivered chunk changes nothing.
+
+A worker host that dies whole (no goodbye) holds its chunks unacknowledged: RabbitMQ redelivers
+them as soon as the connection drops; Redis once VERGE_VISIBILITY_TIMEOUT has passed (short by
+default, since a chunk scored twice writes nothing twice; retrains are acknowledged on receipt).
+On RabbitMQ the queues are durable quorum queues (replicated, delivery-counted).
 """
 from __future__ import annotations
 
@@ -52,7 +57,7 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
             "polling_interval": 0.05,
         }
     vt = settings.visibility_timeout
-    return settings.broker_url, {
+    options = {
         "visibility_timeout": vt,
         # sweep for chunks a dead worker left unacknowledged every few seconds (kombu's default
         # scans only every 100 s) and never let a dead sweeper's mutex outlive the timeout
@@ -60,6 +65,15 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
         "unacked_restore_throttle": 1,
         "unacked_mutex_expire": max(5, min(300, vt)),
     }
+    if settings.broker_url.startswith(("redis", "rediss")):
+        # kombu keeps every client's unacknowledged messages in one hash per Redis database, and
+        # any client restores whatever is older than ITS timeout: another deployment (or test)
+        # on the same database with a shorter one would hand our running chunks out early. Our
+        # own keys, named after the queue every process of one deployment shares.
+        options.update({"unacked_key": f"{settings.queue}.unacked",
+                        "unacked_index_key": f"{settings.queue}.unacked_index",
+                        "unacked_mutex_key": f"{settings.queue}.unacked_mutex"})
+    return settings.broker_url, options
 
 
 def beat_schedule(settings: Settings) -> dict:
@@ -92,6 +106,21 @@ def parse_cron(expr: str) -> crontab:
         raise SettingsError(f"VERGE_RETRAIN_CRON={expr!r} is not valid: {exc}") from None
 
 
+def is_amqp(url: str) -> bool:
+    return url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
+def task_queues(settings: Settings):
+    """RabbitMQ: the scoring queue as a durable quorum queue (and any queue created on demand,
+    e.g. by a sender naming one). Other brokers: Celery's default."""
+    if not is_amqp(settings.broker_url):
+        return None
+    from kombu import Exchange, Queue
+
+    return [Queue(settings.queue, Exchange(settings.queue), routing_key=settings.queue, durable=True,
+                  queue_arguments={"x-queue-type": "quorum"})]
+
+
 def celery_config(settings: Settings) -> dict:
     url, options = broker_options(settings)
     return dict(
@@ -109,6 +138,8 @@ def celery_config(settings: Settings) -> dict:
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         beat_schedule=beat_schedule(settings),
+        task_queues=task_queues(settings),
+        task_create_missing_queue_type="quorum" if is_amqp(settings.broker_url) else "classic",
     )
 
 
@@ -123,6 +154,7 @@ def configure(settings: Settings) -> Celery:
         app._pool = None
     app.verge_settings = settings
     app.conf.update(config)
+    app.amqp.queues = app.conf.task_queues  # rebuilt for this broker (a cached property)
     return app
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from sqlalchemy import select, update
 
 from models.encoder import EncoderSpec
-from models.heads import THREE_CLASS, THREE_CLASSES, load_head, save_head
+from models.heads import THREE_CLASS, THREE_CLASSES, head_bytes, load_head
 from models.metrics import classification_metrics
 from models.training import (RETRAIN_RECIPE, Recipe, TrainResult, batch_size_for, out_of_fold_probs,
                              train_head)
@@ -94,7 +94,8 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
             vectors = q.stored_embeddings(s, list(agreed.labels), encoder_key)
             shas = q.hashes_by_id(s, list(vectors))
             active = q.active_model(s)
-            active_info = (active.id, active.path, active.encoder) if active else None
+            active_info = ((active.id, q.head_checkpoint(s, active.id), active.encoder)
+                           if active else None)
         lease.renew()
         ids = sorted(vectors)
         out = RetrainOutcome(None, False, "", labels=len(ids), ties=agreed.ties)
@@ -136,8 +137,7 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
                                          "labels": len(ids), "ties": len(agreed.ties),
                                          "trigger": trigger, "decision": out.reason})
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        path = save_head(result.head,
-                         settings.model_dir / f"three_class-{stamp}-{secrets.token_hex(3)}.pt")
+        path = f"database/three_class-{stamp}-{secrets.token_hex(3)}.pt"  # model_version.checkpoint
         lease.renew()
         reach("retrain.before_promote")
         with session_scope(url) as s:  # the version row and the flip land together or not at all
@@ -149,7 +149,8 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
                 out.reason = (f"not promoted: version {now_active.id if now_active else None} became "
                               f"active while this candidate was judged against version {judged_against}")
             mv = ModelVersion(kind=THREE_CLASS, classes=list(THREE_CLASSES), encoder=encoder_key,
-                              path=str(path.resolve()), metrics=result.head.meta.metrics,
+                              path=path, checkpoint=head_bytes(result.head),
+                              metrics=result.head.meta.metrics,
                               state="candidate", note=out.reason, created_at=labels_as_of)
             s.add(mv)
             s.flush()

@@ -26,7 +26,8 @@ from models.pipeline import embed_keys, stack
 from models.zeroshot import ZeroShot, zero_shot_for
 from store import active_head
 from store import queries as q
-from store.blobs import BlobStore
+from store.blobs import open_blobs, read_image, sha256_hex
+from store.identity import adopt_hashes
 from store.db import session_scope
 from store.pausepoints import reach
 from store.schema import CLASSES
@@ -43,6 +44,7 @@ class ChunkReport:
     failed: int = 0
     routed: int = 0
     skipped: int = 0          # already scored by this model version (a redelivery)
+    linked: int = 0           # registered in place, found to be bytes verge knew: merged into those
     embedded: int = 0         # embeddings computed (the rest were reused)
     seconds: float = 0.0
     errors: dict = field(default_factory=dict)
@@ -59,30 +61,44 @@ class Scorer:
         self.zero_shot: ZeroShot = zero_shot_for(self.encoder, settings.captions[:2], CLASSES[:2])
         self.zero_shot3: ZeroShot = zero_shot_for(
             self.encoder, (*settings.captions[:2], settings.caption_road_and_field), CLASSES)
-        self.blobs = BlobStore(settings.resolved_blob_dir)
+        self.blobs = open_blobs(settings.resolved_blob_url, settings.decode_threads)
         self.policy = RoutingPolicy(settings.route_band, settings.audit_fraction, settings.min_confidence)
         self._head: tuple[int, Head] | None = None
 
-    def head_for(self, version_id: int | None, path: str | None) -> Head | None:
+    def head_for(self, version_id: int | None, path: str | None = None) -> Head | None:
         if version_id is None:
             return None
         if self._head is None or self._head[0] != version_id:
-            head = load_head(path, self.encoder.key)  # refuses a head of another encoder
+            with session_scope(self.settings.resolved_database_url) as s:
+                checkpoint = q.head_checkpoint(s, version_id)  # from the database, not a disk
+            head = load_head(checkpoint, self.encoder.key)  # refuses a head of another encoder
             self._head = (version_id, head)
             log.info("switched to head version %s (%s)", version_id, head.meta.kind)
         return self._head[1]
 
     def embed(self, images):
-        """(stored vectors by image id, freshly Embedded for the rest)."""
+        """(stored vectors by image id, freshly Embedded for the rest, sha256 of the images read
+        for the first time: objects registered in place are hashed from the bytes decoded)."""
         ids = [im.id for im in images]
         with session_scope(self.settings.resolved_database_url) as s:
             vectors = q.stored_embeddings(s, ids, self.encoder.key)
-        keys = {im.id: im.storage_key for im in images if im.id not in vectors}
-        done = embed_keys(self.encoder, list(keys), lambda iid: self.blobs.get(keys[iid]),
+        todo = {im.id: im for im in images if im.id not in vectors}
+        hashes: dict[int, str] = {}
+
+        def load(iid):
+            im = todo[iid]
+            # a gone object raises its reason; the pool is as large as the decode threads
+            data = read_image(self.blobs, im.storage_key, im.etag, self.settings.decode_threads)
+            if im.sha256 is None:
+                hashes[iid] = sha256_hex(data)
+            return data
+
+        # object storage that stops answering raises out of here: the chunk is retried, not failed
+        done = embed_keys(self.encoder, list(todo), load,
                           batch_size=self.settings.batch_size, threads=self.settings.decode_threads,
                           max_pixels=self.settings.max_image_pixels,
                           device_decode=self.settings.gpu_decode if self.encoder.device.type == "cuda" else "off")
-        return vectors, done
+        return vectors, done, hashes
 
     def score_chunk(self, image_ids: list[int]) -> ChunkReport:
         started = time.perf_counter()
@@ -104,13 +120,28 @@ class Scorer:
         todo = [im for im in todo if im.id not in errors]
         head = self.head_for(mv_id, mv_path)
 
-        stored, fresh = self.embed(todo) if todo else ({}, None)
+        stored, fresh, hashes = self.embed(todo) if todo else ({}, None, {})
         vectors, sizes = dict(stored), {}
         if fresh is not None:
             vectors.update(fresh.vectors)
             errors.update(fresh.errors)
             sizes = fresh.sizes
             report.embedded = len(fresh.vectors)
+        woken: list[int] = []
+        if hashes:
+            adopted = adopt_hashes_retrying(url, hashes)
+            for im in todo:
+                im.sha256 = im.sha256 or hashes.get(im.id)  # routing's audit draw reads it
+            for dup, first in adopted.merged.items():
+                # the first image's embedding is this one (same bytes); it is scored on its own
+                vector = vectors.pop(dup, None)
+                if vector is not None and first not in vectors and first not in stored:
+                    vectors[first] = vector
+                errors.pop(dup, None)
+                sizes.pop(dup, None)
+            woken = adopted.woken
+            report.linked = len(adopted.merged)
+            todo = [im for im in todo if im.id not in adopted.merged]
         scored = [im for im in todo if im.id in vectors]
         predictions = self.predict(scored, stack([vectors[im.id] for im in scored],
                                                  self.encoder.embedding_dim), head, mv_id)
@@ -134,6 +165,10 @@ class Scorer:
         report.routed = recorded.routed
         report.scored = recorded.written
         report.skipped += len(predictions) - recorded.written  # another delivery wrote them first
+        if woken:
+            from .submission import enqueue
+
+            enqueue(self.settings, woken)
         report.failed = len(errors)
         report.errors = errors
         report.seconds = time.perf_counter() - started
@@ -213,6 +248,19 @@ class Scorer:
             rescored += len(predictions)
         log.info("re-scored %d open tasks with head %s: %d resolved", rescored, mv_id, resolved)
         return {"rescored": rescored, "resolved": resolved}
+
+
+def adopt_hashes_retrying(url: str, hashes: dict[int, str], tries: int = 5):
+    """``store.identity.adopt_hashes`` in its own transaction, again when a concurrent chunk
+    claimed the same bytes first (unique index): the second pass merges into that image."""
+    for attempt in range(tries):
+        try:
+            with session_scope(url) as s:
+                return adopt_hashes(s, hashes)
+        except IntegrityError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 # open review tasks re-scored per page (read, predicted and written together)

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from sqlalchemy import select, update
 
 from store import queries as q
-from store.blobs import BlobStore
+from store.blobs import open_blobs
 from store.db import session_scope
 from store.schema import BatchImage, Image
 from verge.settings import Settings
@@ -163,7 +163,8 @@ def submit_items(settings: Settings, items: Iterable[tuple[str, Callable[[], byt
     group ahead of the group being registered and enqueued, so workers get their first chunk
     after one group and a large submission keeps pace with a GPU worker."""
     check_broker(settings)
-    blobs = BlobStore(settings.resolved_blob_dir)
+    blobs = open_blobs(settings.resolved_blob_url, STORE_THREADS)
+    blobs.check()  # object storage that refuses us stops here, before a batch is recorded
     url = settings.resolved_database_url
     name = batch or new_batch_name()
     with session_scope(url) as s:

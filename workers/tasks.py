@@ -4,11 +4,13 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 
 from celery.signals import worker_process_init
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from store.db import dispose_engines
+from store.s3 import ObjectStoreUnavailable
 
 from . import metrics, webhooks
 from .app import RESCORE_OPEN, SCORE_CHUNK, app, settings_of
@@ -17,7 +19,15 @@ from .scoring import scorer_for
 log = logging.getLogger("verge.tasks")
 
 # A database or broker that is down is a reason to wait and retry, never to drop a chunk.
-_TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+_TRANSIENT = (OperationalError, InterfaceError, ConnectionError, TimeoutError, ObjectStoreUnavailable)
+
+
+def _test_pause(point: str) -> None:
+    """Where a test holds a task to force an interleaving (``VERGE_TEST_PAUSE_<POINT>=seconds``,
+    never set in production): e.g. a retrain outliving Redis's visibility timeout."""
+    seconds = os.environ.get(f"VERGE_TEST_PAUSE_{point}")
+    if seconds:
+        time.sleep(float(seconds))
 
 
 @worker_process_init.connect
@@ -52,9 +62,9 @@ def score_chunk(self, image_ids: list[int], batch_id: int | None = None) -> dict
                     self.request.id, batch_id, min(image_ids, default=None), max(image_ids, default=None),
                     extra=fields)
         raise self.retry(exc=exc, countdown=delay, max_retries=settings.task_max_retries)
-    log.info("chunk of %d: scored=%d failed=%d routed=%d skipped=%d embedded=%d in %.2fs "
+    log.info("chunk of %d: scored=%d failed=%d routed=%d skipped=%d embedded=%d linked=%d in %.2fs "
              "(task %s, batch %s, images %s-%s)", len(image_ids), report.scored, report.failed,
-             report.routed, report.skipped, report.embedded, report.seconds, self.request.id, batch_id,
+             report.routed, report.skipped, report.embedded, report.linked, report.seconds, self.request.id, batch_id,
              min(image_ids, default=None), max(image_ids, default=None),
              extra={**_chunk_fields(self.request.id, batch_id, image_ids), "images": len(image_ids),
                     "scored": report.scored, "failed": report.failed, "routed": report.routed,
@@ -93,7 +103,10 @@ def rescore_open() -> dict:
     return scorer_for(settings_of(app)).rescore_open_tasks()
 
 
-@app.task(name="verge.retrain")
+# Acknowledged when a worker takes it, not when it ends: a retrain outlives a short Redis visibility
+# timeout, and a second worker must never be handed one that is still running. A retrain lost
+# with its worker is not redelivered; beat's next trigger runs it (its lock lease has expired).
+@app.task(name="verge.retrain", acks_late=False)
 def retrain(trigger: str = "schedule") -> dict:
     from store.locks import LockBusy
 
@@ -107,6 +120,7 @@ def retrain(trigger: str = "schedule") -> dict:
         # harmless (it skips images the active head already scored)
         rescore_open.apply_async(queue=settings.queue)
 
+    _test_pause("RETRAIN")
     try:
         outcome = run(settings, trigger=trigger, on_promoted=request_rescore)
     except LockBusy as exc:
@@ -115,7 +129,7 @@ def retrain(trigger: str = "schedule") -> dict:
     return outcome.as_dict()
 
 
-@app.task(name="verge.maybe_retrain")
+@app.task(name="verge.maybe_retrain", acks_late=False)
 def maybe_retrain() -> dict | None:
     """Beat's label counter: retrain once enough new human labels arrived."""
     from .retrain import new_labels_since_last_model

@@ -15,12 +15,12 @@ from typing import Callable
 import numpy as np
 
 from models.encoder import EncoderSpec, load_encoder
-from models.heads import save_head
+from models.heads import head_bytes
 from models.augment import embed_views
 from models.pipeline import embed_keys
 from models.training import Recipe, EpochStats, train_binary
 from store import queries as q
-from store.blobs import BlobStore
+from store.blobs import BlobStore, open_blobs
 from store.db import session_scope
 from store.schema import ModelVersion
 from verge.settings import Settings
@@ -79,7 +79,7 @@ def train_binary_files(settings: Settings, files: list[tuple[Path, str]], source
     ``augment`` > 0 adds that many augmented views of every minority-class image (their
     embeddings are cached under ``<encoder key>#aug<j>``, so a second run encodes nothing)."""
     url = settings.resolved_database_url
-    blobs = BlobStore(settings.resolved_blob_dir)
+    blobs = open_blobs(settings.resolved_blob_url, settings.decode_threads)
     encoder = load_encoder(EncoderSpec(settings.encoder, settings.pretrained), settings.device)
 
     rows = []
@@ -117,10 +117,12 @@ def train_binary_files(settings: Settings, files: list[tuple[Path, str]], source
     result.head.meta.metrics.update({"source": source, "augmented_views": int(len(X) - len(ids))})
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    path = save_head(result.head, settings.model_dir / f"binary-{stamp}-{secrets.token_hex(3)}.pt")
+    name = f"binary-{stamp}-{secrets.token_hex(3)}.pt"
+    path = Path("database") / name  # the checkpoint lives in model_version.checkpoint
     with session_scope(url) as s:
         mv = ModelVersion(kind=result.head.meta.kind, classes=list(result.head.meta.classes),
-                          encoder=encoder.key, path=str(path.resolve()), metrics=result.head.meta.metrics,
+                          encoder=encoder.key, path=str(path), checkpoint=head_bytes(result.head),
+                          metrics=result.head.meta.metrics,
                           state="candidate", note=f"binary head trained on {source}")
         s.add(mv)
         s.flush()

@@ -136,6 +136,22 @@ def _paths() -> dict:
                           **COMMON, "403": _error("the token is not an admin's"),
                           "413": _error("an upload or a file over its size limit"),
                           "503": _error("the broker is down; nothing was submitted")}}},
+        "/api/v1/batches/register": {"post": {
+            "operationId": "registerPrefix",
+            "summary": "Register the image objects under an s3://BUCKET/PREFIX in place as a "
+                       "batch (admins): nothing is copied; workers read the objects from the "
+                       "bucket, as `verge submit s3://...`.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["url"],
+                "properties": {
+                    "url": {**TEXT, "maxLength": 1100, "description": "s3://BUCKET/PREFIX"},
+                    "batch": {**TEXT, "maxLength": 200,
+                              "description": "batch name; default batch-<time>-<random>"}}}}}},
+            "responses": {"201": _json(_ref("SubmitResult"), "the registration's outcome"),
+                          **COMMON, "403": _error("the token is not an admin's"),
+                          "413": _error("a JSON body over 1 MB"),
+                          "503": _error("the object store or the broker is down; nothing was "
+                                        "registered")}}},
         "/api/v1/batches/{ref}": {"get": {
             "operationId": "batchStatus", "summary": "A batch's progress, by name or number.",
             "parameters": [{"name": "ref", "in": "path", "required": True, "schema": TEXT}],

@@ -37,6 +37,8 @@ def consensus(session: Session) -> Consensus:
         out.labels[image_id] = ranked[0][0]
         if image_id in human:
             out.human.add(image_id)
+    from .overlap import apply_to_consensus  # hook: final labels of reviewed tasks win
+    apply_to_consensus(session, out)
     return out
 
 

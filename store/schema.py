@@ -14,8 +14,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 # Image lifecycle: registered (known, e.g. from a training folder, not yet asked to be scored)
 # -> queued (a scoring task is on its way) -> scored | failed (with a one-line reason).
 IMAGE_STATES = ("registered", "queued", "scored", "failed")
-# Review task lifecycle; at most one task per image is open or claimed at a time.
-TASK_STATES = ("open", "claimed", "done", "skipped", "resolved")
+# Review task lifecycle; at most one task per image is open or claimed at a time. ``conflict``:
+# with several reviews per task (VERGE_REVIEWS_PER_TASK) the reviewers disagreed and an admin
+# adjudicates (store/overlap.py).
+TASK_STATES = ("open", "claimed", "done", "skipped", "resolved", "conflict")
 MODEL_STATES = ("candidate", "active", "retired")
 CLASSES = ("field", "road", "road_and_field")
 
@@ -135,6 +137,10 @@ class ReviewTask(Base):
     # set when a newly promoted head re-scored the image as certain: the task left the queue as
     # "resolved" by that version; rolling the version back reopens it
     resolved_by_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    # with overlap (VERGE_REVIEWS_PER_TASK > 1): the task's final class, set when the N reviewers
+    # agreed or an admin adjudicated their conflict (then ``adjudicated_by`` names the admin)
+    final_cls: Mapped[str | None] = mapped_column(String(20))
+    adjudicated_by: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     __table_args__ = (

@@ -216,6 +216,10 @@ class Settings:
     review_lease: int = _setting(
         "VERGE_REVIEW_LEASE", 600, _positive_int,
         "Seconds a reviewer holds a claimed review task; an expired lease returns it to the queue.")
+    reviews_per_task: int = _setting(
+        "VERGE_REVIEWS_PER_TASK", 1, _positive_int,
+        "Distinct reviewers who label each review task (blind). Above 1, agreeing labels are "
+        "final and a disagreement becomes a `conflict` an admin adjudicates at `/adjudicate`.")
     max_upload_bytes: int = _setting(
         "VERGE_MAX_UPLOAD_BYTES", 2_000_000_000, _positive_int,
         "Largest web or API upload request (all files together); larger ones get HTTP 413.")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
+from store import agreement as store_agreement
 from store import browse as store_browse
 from store import queries as q
 
@@ -25,9 +26,10 @@ def index():
         else:
             model_id = active.id if active else None
         d = store_browse.dashboard(s, model_id)
+        agreement = store_agreement.summary(s)  # hook: the agreement section (store/agreement.py)
     band = settings().route_band
     return render_template(
-        "dashboard.html", d=d, versions=versions, model_id=model_id, active=active,
+        "dashboard.html", d=d, agreement=agreement, versions=versions, model_id=model_id, active=active,
         head_chart=charts.histogram(d["head_hist"], "bar", band) if d["has_head"] else None,
         zs_chart=charts.histogram(d["zs_hist"], "bar-zs", None if d["has_head"] else band),
         days_chart=charts.daily_bars(d["labels_per_day"]))

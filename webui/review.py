@@ -10,6 +10,7 @@ from flask import Blueprint, jsonify, render_template
 from flask_login import current_user
 from werkzeug.exceptions import BadRequest, NotFound
 
+from store import overlap as store_overlap
 from store import review as store_review
 from store.schema import CLASSES
 
@@ -23,19 +24,39 @@ KEYS = [("1", "field", "Field"), ("2", "road", "Road"), ("3", "road_and_field", 
 # --------------------------------------------------------------------------- shared with the API
 def claim(user, exclude=(), api: bool = False) -> dict:
     with db() as s:
-        task_id = store_review.claim_next(s, user.id, user.name, settings().review_lease, exclude)
+        task_id = store_review.claim_next(s, user.id, user.name, settings().review_lease, exclude,
+                                          overlap=settings().reviews_per_task > 1)
         details = store_review.task_details(s, task_id) if task_id is not None else None
     return {"task": task_payload(details, api=api), "lease_s": settings().review_lease}
 
 
 def label(user, data: dict, source: str):
     task_id, cls, ms = label_fields(data)
+    if settings().reviews_per_task > 1:
+        return overlap_label(user, task_id, cls, ms, source)
     with db() as s:
         try:
             outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms)
         except store_review.TaskNotFound:
             raise NotFound(f"no review task {task_id}") from None
         payload = label_payload(outcome.label, outcome)
+    if outcome.conflict:
+        return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "
+                             f"undo that label first", label=payload), 409
+    return jsonify(label=payload), 201 if outcome.created else 200
+
+
+def overlap_label(user, task_id: int, cls: str, ms: int | None, source: str):
+    """Several reviewers per task: store/overlap.py's rules (blind, N distinct, conflicts)."""
+    try:
+        with db() as s:
+            outcome = store_overlap.post_label(s, task_id, user.id, user.name, cls, source,
+                                               settings().reviews_per_task, ms)
+            payload = label_payload(outcome.label, outcome)
+    except store_overlap.TaskNotFound:
+        raise NotFound(f"no review task {task_id}") from None
+    except store_overlap.LabelRefused as exc:
+        return jsonify(error=str(exc)), 409
     if outcome.conflict:
         return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "
                              f"undo that label first", label=payload), 409
@@ -81,6 +102,9 @@ def api_undo():
                                  int_field(data, "label_id", required=False))
         if done is None:
             raise NotFound("no label of yours to undo")
+        if not done.reopened and settings().reviews_per_task > 1:  # hook: store/overlap.py
+            done.reopened = store_overlap.after_undo(s, done.task_id, current_user.name,
+                                                     settings().review_lease)
         details = store_review.task_details(s, done.task_id) if done.reopened else None
     return jsonify(undone={"label_id": done.label_id, "task_id": done.task_id,
                            "image_id": done.image_id, "class": done.cls},

@@ -164,6 +164,7 @@ def conflict_details(session: Session, task_id: int) -> dict | None:
                               .order_by(Prediction.id.desc()).limit(1))
     return {
         "task_id": task.id, "state": task.state, "final_cls": task.final_cls,
+        "adjudicated": task.adjudicated_by is not None,
         "image_id": image.id, "source_name": image.source_name,
         "head_p_road": pred.p_road if pred else None,
         "head_class": pred.predicted_class if pred and pred.p_road is not None else None,

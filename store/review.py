@@ -120,6 +120,8 @@ def claim_next(session: Session, user_id: int, owner: str, lease_s: float,
     if overlap:  # hook: store/overlap.py
         from .overlap import not_labeled_by
         cand = cand.where(not_labeled_by(t.id, user_id))
+    from .gold import not_gold  # hook: a gold task is only ever its own reviewer's (store/gold.py)
+    cand = cand.where(not_gold(t.id))
     return session.execute(
         update(RT)
         .where(RT.c.id == cand.scalar_subquery(),

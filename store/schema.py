@@ -202,6 +202,40 @@ class Label(Base):
     )
 
 
+class GoldImage(Base):
+    """An image whose class is known (store/gold.py): handed to reviewers unannounced to
+    measure them, and trained on with this class."""
+    __tablename__ = "gold_image"
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    cls: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(200))  # "folder:<dir>" | "adjudicated:<task id>"
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class GoldTask(Base):
+    """A review task that carries a gold image to one reviewer. Kept apart from review_task so
+    nothing a reviewer can see (page or API) tells it from any other task."""
+    __tablename__ = "gold_task"
+    task_id: Mapped[int] = mapped_column(ForeignKey("review_task.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"),
+                                         index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ReviewerGold(Base):
+    """A reviewer flagged for low accuracy on gold: their labels stay out of training until an
+    admin clears them; gold answers before ``cleared_at`` no longer count."""
+    __tablename__ = "reviewer_gold"
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    flagged_at: Mapped[dt.datetime | None] = mapped_column()
+    cleared_at: Mapped[dt.datetime | None] = mapped_column()
+    cleared_by: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+
+
 class JobLock(Base):
     """A named lock with a lease: a holder that crashes stops renewing it, and once
     ``expires_at`` passes the next job may take it over (two retrains never run at once)."""

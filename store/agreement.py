@@ -77,7 +77,7 @@ def summary(session: Session) -> dict:
         select(Label.task_id, User.name, Label.cls, Label.source, Label.time_on_item_ms,
                Label.created_at, ReviewTask.final_cls)
         .join(User, User.id == Label.user_id)
-        .join(ReviewTask, ReviewTask.id == Label.task_id)
+        .outerjoin(ReviewTask, ReviewTask.id == Label.task_id)
         .order_by(Label.id)).all()
     by_task: dict[int, dict[str, str]] = defaultdict(dict)
     per: dict[str, dict] = defaultdict(lambda: {"labels": 0, "bulk_labels": 0, "stamps": [],
@@ -89,6 +89,8 @@ def summary(session: Session) -> dict:
             r["bulk_labels"] += 1
             continue
         r["labels"] += 1
+        if task_id is None:
+            continue
         by_task[task_id][name] = cls
         if ms is not None:
             r["ms"].append(ms)

@@ -17,7 +17,7 @@ from flask_wtf.csrf import CSRFProtect
 from verge.settings import Settings
 
 from . import (
-    adjudicate, admin, api, gold, auth, batches, browse, dashboard, errors, filters, health, images, metrics, queue,
+    adjudicate, admin, api, gold, similar, auth, batches, browse, dashboard, errors, filters, health, images, metrics, queue,
     review,
 )
 from .security import load_secret_key, secure_headers
@@ -58,10 +58,16 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     errors.init_app(app)
     filters.register(app)
     for module in (auth, review, images, browse, queue, batches, dashboard, admin, api, health,
-                   metrics, adjudicate, gold):
+                   metrics, adjudicate, gold, similar):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)  # bearer tokens, never cookies: nothing for a forged request to ride on
     app.after_request(secure_headers)
+    if not app.testing:  # similar images: build the neighbour index now, not on the first ask
+        import threading
+
+        from store import neighbours
+        threading.Thread(target=neighbours.warm, args=(settings.resolved_database_url,),
+                         name="verge-neighbours", daemon=True).start()
 
     @app.get("/")
     def index():

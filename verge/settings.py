@@ -225,7 +225,7 @@ class Settings:
         "Share of each reviewer's fresh claims that hand them a gold image (a known class, marked "
         "by an admin) instead, unannounced; 0 = never. Nothing happens until gold images exist.")
     gold_min_accuracy: float = _setting(
-        "VERGE_GOLD_MIN_ACCURACY", 0.8, _fraction,
+        "VERGE_GOLD_MIN_ACCURACY", 0.9, _fraction,
         "A reviewer below this accuracy on gold is flagged on the users page and their labels "
         "stay out of training until an admin clears them.")
     gold_min_items: int = _setting(

@@ -3,7 +3,9 @@
 Each image gets a label by that reviewer, as if they had labeled it alone: an image with an open
 task closes it (or, with several reviewers per task, counts as one of them: store/overlap.py);
 an image without one simply gains a label. An image another reviewer holds under a live claim,
-one this reviewer already labeled, or a gold image is passed over and named in the answer.
+or one this reviewer already labeled is passed over and named in the answer. A gold image is
+labeled like any other (nothing may tell a reviewer it is gold); its known class still wins in
+training, and a bulk label is never counted as a gold answer.
 ``undo`` takes the labels of one bulk action back and reopens the tasks they closed.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from . import overlap
-from .schema import CLASSES, GoldImage, Label, ReviewTask, utcnow
+from .schema import CLASSES, Label, ReviewTask, utcnow
 
 SOURCE = "bulk"
 MAX_IMAGES = 100
@@ -36,9 +38,6 @@ def label(session: Session, image_ids: Sequence[int], user_id: int, owner: str, 
     out = BulkOutcome()
     now = utcnow()
     for image_id in list(dict.fromkeys(int(i) for i in image_ids))[:MAX_IMAGES]:
-        if session.get(GoldImage, image_id) is not None:
-            out.skipped.append({"image_id": image_id, "reason": "label this one on its own"})
-            continue
         if session.execute(select(LB.c.id).where(LB.c.image_id == image_id,
                                                  LB.c.user_id == user_id).limit(1)).first():
             out.skipped.append({"image_id": image_id, "reason": "you already labeled it"})

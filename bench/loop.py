@@ -10,6 +10,13 @@ near the threshold, judges disagreeing, most uncertain first), the baseline send
 
 Prints both curves (labels -> accuracy), the labels each needs to reach the target (a fraction of
 what full supervision reaches), and as the last line `ratio: verge/full=<x> random/full=<y>`.
+
+    .venv/bin/python bench/loop.py --team                # a review team (bench/_team.py)
+
+With ``--team``: three simulated reviewers, one wrong on 15 %, overlap 2 and gold on, with and
+without bulk labeling of similar images; prints the actions each setting needs to reach the
+target (against full supervision's one label per item), and how many of the careless reviewer's
+wrong labels reach training with gold and overlap on and off.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 from models.training import Recipe, train_binary  # noqa: E402
 from workers.routing import RoutingPolicy, route  # noqa: E402
@@ -111,6 +119,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.98,
                     help="fraction of full supervision's held-out accuracy to reach")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--team", action="store_true", help="a review team instead (bench/_team.py)")
     args = ap.parse_args()
     t0 = time.time()
     if args.data == "synthetic":
@@ -130,6 +139,8 @@ def main() -> None:
     target = args.target * full
     print(f"data={args.data} pool={len(y)} test={len(test_y)} step={step} "
           f"full supervision: {len(y)} labels -> held-out accuracy {full:.4f}; target {target:.4f}")
+    if args.team:
+        return team_main(args, X, y, zs, test_X, test_y, step, seed_n, target, t0)
     budget = len(y) // 2
     results = {}
     for strategy in ("verge", "random"):
@@ -152,6 +163,39 @@ def main() -> None:
 
     print(f"elapsed {time.time() - t0:.1f}s")
     print(f"ratio: verge/full={ratio(results['verge']):.3f} random/full={ratio(results['random']):.3f}")
+
+
+def team_main(args, X, y, zs, test_X, test_y, step, seed_n, target, t0) -> None:
+    from _team import Config, simulate_team
+
+    full_actions = len(y)  # full supervision: one label per item, one action each
+    settings = [
+        ("overlap 2 + gold, bulk", Config(overlap=2, gold=True, bulk=True)),
+        ("overlap 2 + gold, no bulk", Config(overlap=2, gold=True, bulk=False)),
+        ("no overlap, no gold, bulk", Config(overlap=1, gold=False, bulk=True)),
+        ("no overlap, no gold, no bulk", Config(overlap=1, gold=False, bulk=False)),
+    ]
+    print(f"team: 3 reviewers, one wrong on 15 %; full supervision = {full_actions} actions")
+    print(f"{'setting':<30}{'actions':>9}{'/full':>8}{'sel keys':>9}{'trained':>9}{'acc':>7}"
+          f"{'careless wrong':>16}{'in training':>13}{'kept out':>10}")
+    for name, cfg in settings:
+        rows = []
+        for s in range(args.seeds):
+            curve, team = simulate_team(cfg, X, y, zs, test_X, test_y, seed_n, step,
+                                        budget_actions=full_actions, seed=s, target=target,
+                                        accuracy=accuracy)
+            actions, acc, trained = curve[-1]
+            wrong, used = team.careless_wrong()
+            rows.append((actions if acc >= target else float("nan"), acc, trained, team.keys,
+                         wrong, used, 2 in team.flagged))
+        a = np.array([r[0] for r in rows], float)
+        wrong, used = sum(r[4] for r in rows), sum(r[5] for r in rows)
+        print(f"{name:<30}{np.mean(a):>9.0f}{np.mean(a) / full_actions:>8.3f}"
+              f"{np.mean([r[3] for r in rows]):>9.0f}{np.mean([r[2] for r in rows]):>9.0f}"
+              f"{np.mean([r[1] for r in rows]):>7.3f}{wrong:>16}{used:>13}"
+              f"{(1 - used / wrong) if wrong else float('nan'):>10.3f}"
+              + ("  (careless flagged on gold)" if any(r[6] for r in rows) else ""))
+    print(f"elapsed {time.time() - t0:.1f}s")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ def consensus(session: Session) -> Consensus:
         out.labels[image_id] = ranked[0][0]
         if image_id in human:
             out.human.add(image_id)
+    from . import gold, overlap  # hooks: final labels of reviewed tasks win; gold; flagged
+    overlap.apply_to_consensus(session, out)
+    gold.apply_to_consensus(session, out)
     return out
 
 

@@ -92,12 +92,13 @@ def _lease_end(lease_s: float, now: dt.datetime) -> dt.datetime:
 
 
 def claim_next(session: Session, user_id: int, owner: str, lease_s: float,
-               exclude: Sequence[int] = ()) -> int | None:
+               exclude: Sequence[int] = (), overlap: bool = False) -> int | None:
     """Claim a task for ``owner`` and return its id (None when the queue is empty for them).
 
     A live claim the reviewer already holds comes back first (a page reload, the prefetched
     next image), with its lease renewed; ``exclude`` names claims the caller is already showing.
-    Then the highest-priority open or lease-expired task the reviewer has not skipped.
+    Then the highest-priority open or lease-expired task the reviewer has not skipped (with
+    ``overlap``, several reviewers per task: nor already labeled, store/overlap.py).
     """
     now = db_now(session)  # the database's clock: hosts' clocks may disagree
     until = _lease_end(lease_s, now)
@@ -128,6 +129,11 @@ def claim_next(session: Session, user_id: int, owner: str, lease_s: float,
             .with_for_update(skip_locked=True))
     if exclude:
         cand = cand.where(t.id.not_in(exclude))
+    if overlap:  # hook: store/overlap.py
+        from .overlap import not_labeled_by
+        cand = cand.where(not_labeled_by(t.id, user_id))
+    from .gold import not_gold  # hook: a gold task is only ever its own reviewer's (store/gold.py)
+    cand = cand.where(not_gold(t.id))
     claimed = session.execute(
         update(RT)
         .where(RT.c.id == cand.scalar_subquery(),

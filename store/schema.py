@@ -14,8 +14,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 # Image lifecycle: registered (known, e.g. from a training folder, not yet asked to be scored)
 # -> queued (a scoring task is on its way) -> scored | failed (with a one-line reason).
 IMAGE_STATES = ("registered", "queued", "scored", "failed")
-# Review task lifecycle; at most one task per image is open or claimed at a time.
-TASK_STATES = ("open", "claimed", "done", "skipped", "resolved")
+# Review task lifecycle; at most one task per image is open or claimed at a time. ``conflict``:
+# with several reviews per task (VERGE_REVIEWS_PER_TASK) the reviewers disagreed and an admin
+# adjudicates (store/overlap.py).
+TASK_STATES = ("open", "claimed", "done", "skipped", "resolved", "conflict")
 MODEL_STATES = ("candidate", "active", "retired", "rolled_back")
 CLASSES = ("field", "road", "road_and_field")
 
@@ -149,6 +151,10 @@ class ReviewTask(Base):
     # set when a newly promoted head re-scored the image as certain: the task left the queue as
     # "resolved" by that version; rolling the version back reopens it
     resolved_by_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    # with overlap (VERGE_REVIEWS_PER_TASK > 1): the task's final class, set when the N reviewers
+    # agreed or an admin adjudicated their conflict (then ``adjudicated_by`` names the admin)
+    final_cls: Mapped[str | None] = mapped_column(String(20))
+    adjudicated_by: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     __table_args__ = (
@@ -241,6 +247,40 @@ class LoginAttempt(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of what is counted
     attempts: Mapped[int] = mapped_column(Integer)
     window_start: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class GoldImage(Base):
+    """An image whose class is known (store/gold.py): handed to reviewers unannounced to
+    measure them, and trained on with this class."""
+    __tablename__ = "gold_image"
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    cls: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(200))  # "folder:<dir>" | "adjudicated:<task id>"
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class GoldTask(Base):
+    """A review task that carries a gold image to one reviewer. Kept apart from review_task so
+    nothing a reviewer can see (page or API) tells it from any other task."""
+    __tablename__ = "gold_task"
+    task_id: Mapped[int] = mapped_column(ForeignKey("review_task.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"),
+                                         index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ReviewerGold(Base):
+    """A reviewer flagged for low accuracy on gold: their labels stay out of training until an
+    admin clears them; gold answers before ``cleared_at`` no longer count."""
+    __tablename__ = "reviewer_gold"
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    flagged_at: Mapped[dt.datetime | None] = mapped_column()
+    cleared_at: Mapped[dt.datetime | None] = mapped_column()
+    cleared_by: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
 
 
 class JobLock(Base):

@@ -27,7 +27,7 @@ def test_values_are_parsed():
 @pytest.mark.parametrize("env, value", [
     ("VERGE_CHUNK_SIZE", "0"), ("VERGE_CHUNK_SIZE", "many"), ("VERGE_ROUTE_BAND", "0.7,0.3"),
     ("VERGE_AUDIT_FRACTION", "1.5"), ("VERGE_DEVICE", "tpu"), ("VERGE_CAPTIONS", "only one"),
-    ("VERGE_ENCODER", "  "),
+    ("VERGE_ENCODER", "  "), ("VERGE_REVIEWS_PER_TASK", "0"), ("VERGE_REVIEWS_PER_TASK", "0.5"),
 ])
 def test_a_bad_value_names_its_setting(env, value):
     with pytest.raises(SettingsError) as err:

@@ -699,6 +699,7 @@ def demo(data, no_serve):
 
 
 from webui.cli import register as _register_web; _register_web(main)
+from .gold_cli import register as _register_gold; _register_gold(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

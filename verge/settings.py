@@ -272,6 +272,21 @@ class Settings:
     review_lease: int = _setting(
         "VERGE_REVIEW_LEASE", 600, _positive_int,
         "Seconds a reviewer holds a claimed review task; an expired lease returns it to the queue.")
+    reviews_per_task: int = _setting(
+        "VERGE_REVIEWS_PER_TASK", 1, _positive_int,
+        "Distinct reviewers who label each review task (blind). Above 1, agreeing labels are "
+        "final and a disagreement becomes a `conflict` an admin adjudicates at `/adjudicate`.")
+    gold_fraction: float = _setting(
+        "VERGE_GOLD_FRACTION", 0.05, _fraction,
+        "Share of each reviewer's fresh claims that hand them a gold image (a known class, marked "
+        "by an admin) instead, unannounced; 0 = never. Nothing happens until gold images exist.")
+    gold_min_accuracy: float = _setting(
+        "VERGE_GOLD_MIN_ACCURACY", 0.9, _fraction,
+        "A reviewer below this accuracy on gold is flagged on the users page and their labels "
+        "stay out of training until an admin clears them.")
+    gold_min_items: int = _setting(
+        "VERGE_GOLD_MIN_ITEMS", 10, _positive_int,
+        "Gold answers a reviewer gives before their accuracy can flag them.")
     max_upload_bytes: int = _setting(
         "VERGE_MAX_UPLOAD_BYTES", 2_000_000_000, _positive_int,
         "Largest web or API upload request (all files together); larger ones get HTTP 413.")

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from store import browse as store_browse
+from store import gold as store_gold
 from store import queries as q
 from store import sessions as store_sessions
 from store import users as store_users
@@ -30,7 +31,9 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 def users():
     with db() as s:
         rows = store_users.list_users(s)
-    return render_template("users.html", rows=rows, roles=store_users.ROLES)
+        gold, gold_images = store_gold.users_overview(s), store_gold.count(s)  # hook: gold
+    return render_template("users.html", rows=rows, roles=store_users.ROLES, gold=gold,
+                           gold_images=gold_images)
 
 
 @bp.post("/users")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 from werkzeug.exceptions import Forbidden, NotFound
 
+from store import agreement as store_agreement
 from store import browse as store_browse
 from store import users as store_users
 from store.review import iso_utc
@@ -108,6 +109,14 @@ def list_labels():
                                         batch_id=int_arg("batch"), user_id=user_id)
         labels = [{**label_payload(lab), "user": name} for lab, name in rows]
     return jsonify(labels=labels, next_after=labels[-1]["label_id"] if len(labels) == limit else None)
+
+
+@bp.get("/agreement")
+def agreement():
+    """Agreement between reviewers: Cohen's kappa per pair, Fleiss' overall, confusion per
+    class, and per reviewer pace and agreement with the final label (store/agreement.py)."""
+    with db() as s:
+        return jsonify(store_agreement.summary(s))
 
 
 @bp.get("/images/<int:image_id>")

@@ -17,8 +17,8 @@ from flask_wtf.csrf import CSRFProtect
 from verge.settings import Settings
 
 from . import (
-    admin, api, auth, batches, browse, dashboard, dataset_export, errors, filters, guidelines,
-    health, images, metrics, parsing, queue, review, webhooks,
+    adjudicate, admin, api, auth, batches, browse, dashboard, dataset_export, errors, filters,
+    gold, guidelines, health, images, metrics, parsing, queue, review, similar, webhooks,
 )
 from .security import load_secret_key, secure_headers
 
@@ -68,10 +68,16 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     errors.init_app(app)
     filters.register(app)
     for module in (auth, review, images, browse, queue, batches, dashboard, admin, api, health,
-                   metrics, guidelines, dataset_export, webhooks):
+                   metrics, guidelines, dataset_export, webhooks, adjudicate, gold, similar):
         app.register_blueprint(module.bp)
     csrf.exempt(api.bp)  # bearer tokens, never cookies: nothing for a forged request to ride on
     app.after_request(secure_headers)
+    if not app.testing:  # similar images: build the neighbour index now, not on the first ask
+        import threading
+
+        from store import neighbours
+        threading.Thread(target=neighbours.warm, args=(settings.resolved_database_url,),
+                         name="verge-neighbours", daemon=True).start()
 
     @app.get("/")
     def index():

@@ -6,6 +6,7 @@ import re
 from flask import Blueprint, render_template, request
 from sqlalchemy import func, select
 
+from store import agreement as store_agreement
 from store import browse as store_browse
 from store import queries as q
 from store.schema import Prediction
@@ -32,10 +33,11 @@ def index():
         fallback = None
         if model_id is not None and d["predictions"] == 0:
             fallback = previous_with_predictions(s, versions, model_id)
+        agreement = store_agreement.summary(s)  # hook: the agreement section (store/agreement.py)
     band = settings().route_band
     return render_template(
-        "dashboard.html", d=d, versions=versions, model_id=model_id, active=active,
-        fallback=fallback, shown=next((v for v in versions if v.id == model_id), None),
+        "dashboard.html", d=d, agreement=agreement, versions=versions, model_id=model_id,
+        active=active, fallback=fallback, shown=next((v for v in versions if v.id == model_id), None),
         head_chart=charts.histogram(d["head_hist"], "bar", band) if d["has_head"] else None,
         zs_chart=charts.histogram(d["zs_hist"], "bar-zs", None if d["has_head"] else band),
         days_chart=charts.daily_bars(d["labels_per_day"]))

@@ -107,6 +107,29 @@ SCHEMAS = {
             "failures": {"type": "array", "items": {
                 "type": "object", "properties": {"name": {"type": "string"},
                                                  "reason": {"type": ["string", "null"]}}}}}},
+    "Agreement": {
+        "type": "object",
+        "required": ["enough_reviewers", "message", "reviewers_count", "tasks_with_overlap",
+                     "fleiss_kappa", "pairs", "classes", "confusion", "reviewers"],
+        "properties": {
+            "enough_reviewers": {"type": "boolean"}, "message": {"type": ["string", "null"]},
+            "reviewers_count": {"type": "integer"}, "tasks_with_overlap": {"type": "integer"},
+            "fleiss_kappa": NUMBER_OR_NULL,
+            "pairs": {"type": "array", "items": {
+                "type": "object", "required": ["reviewers", "items", "agreement", "cohen_kappa"],
+                "properties": {"reviewers": {"type": "array", "items": {"type": "string"}},
+                               "items": {"type": "integer"}, "agreement": {"type": "number"},
+                               "cohen_kappa": NUMBER_OR_NULL}}},
+            "classes": {"type": "array", "items": {"type": "string"}},
+            "confusion": {},
+            "reviewers": {"type": "array", "items": {
+                "type": "object", "required": ["name", "labels"],
+                "properties": {"name": {"type": "string"}, "labels": {"type": "integer"},
+                               "bulk_labels": {"type": "integer"},
+                               "labels_per_hour": NUMBER_OR_NULL,
+                               "median_time_on_item_ms": NUMBER_OR_NULL,
+                               "agreement_with_final": NUMBER_OR_NULL,
+                               "labels_with_final": {"type": "integer"}}}}}},
 }
 
 
@@ -211,6 +234,13 @@ def _paths() -> dict:
                                                  "next_after": {"type": ["integer", "null"]}}},
                                  "a page of labels"),
                     **COMMON, "404": _error("no such user")}}},
+        "/api/v1/agreement": {"get": {
+            "operationId": "agreement",
+            "summary": "Agreement between reviewers: Cohen's kappa per pair, Fleiss' kappa "
+                       "overall, confusion between reviewers per class, and per reviewer pace "
+                       "and agreement with the final label. With fewer than two reviewers on "
+                       "shared tasks `enough_reviewers` is false and `message` says so.",
+            "responses": {"200": _json(_ref("Agreement"), "the agreement figures"), **COMMON}}},
         "/api/v1/images/{image_id}": {"get": {
             "operationId": "image", "summary": "An image's bytes by id.",
             "parameters": [{"name": "image_id", "in": "path", "required": True, "schema": INT}],

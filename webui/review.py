@@ -12,6 +12,8 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from store import corrections, leases
 from store import queries as q
+from store import gold as store_gold
+from store import overlap as store_overlap
 from store import review as store_review
 from store.schema import CLASSES
 
@@ -25,14 +27,27 @@ KEYS = [("1", "field", "Field"), ("2", "road", "Road"), ("3", "road_and_field", 
 
 # --------------------------------------------------------------------------- shared with the API
 def claim(user, exclude=(), api: bool = False) -> dict:
+    cfg = settings()
     with db() as s:
-        task_id = store_review.claim_next(s, user.id, user.name, settings().review_lease, exclude)
+        # hook: now and then a gold image instead, unannounced (store/gold.py)
+        task_id = store_gold.claim(s, user.id, user.name, cfg.review_lease, cfg.gold_fraction,
+                                   exclude)
+    with db() as s:
+        if task_id is None:
+            task_id = store_review.claim_next(s, user.id, user.name, cfg.review_lease, exclude,
+                                              overlap=cfg.reviews_per_task > 1)
         details = store_review.task_details(s, task_id) if task_id is not None else None
     return {"task": task_payload(details, api=api), "lease_s": settings().review_lease}
 
 
 def label(user, data: dict, source: str):
     task_id, cls, ms = label_fields(data)
+    with db() as s:
+        gold_owner = store_gold.gold_task_owner(s, task_id)
+    if gold_owner is not None:
+        return gold_label(user, gold_owner, task_id, cls, ms, source)
+    if settings().reviews_per_task > 1:
+        return overlap_label(user, task_id, cls, ms, source)
     with db() as s:
         try:
             outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms,
@@ -46,6 +61,41 @@ def label(user, data: dict, source: str):
         from workers.webhooks import label_posted
 
         label_posted(settings(), outcome.label.image_id, user.id, outcome.label.cls, outcome.label.id)
+    if outcome.conflict:
+        return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "
+                             f"undo that label first", label=payload), 409
+    return jsonify(label=payload), 201 if outcome.created else 200
+
+
+def gold_label(user, owner_id: int, task_id: int, cls: str, ms: int | None, source: str):
+    """A gold task takes one answer, from the reviewer it was handed to; the answer counts
+    towards their accuracy on gold (store/gold.py). To anybody else it is a task they were
+    never given, refused in the same words whatever the task."""
+    if owner_id != user.id:
+        return jsonify(error=f"task {task_id} was not handed to you"), 409
+    cfg = settings()
+    with db() as s:
+        outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms)
+        payload = label_payload(outcome.label, outcome)
+        if outcome.created:
+            store_gold.record_answer(s, user.id, cfg.gold_min_accuracy, cfg.gold_min_items)
+    if outcome.conflict:
+        return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "
+                             f"undo that label first", label=payload), 409
+    return jsonify(label=payload), 201 if outcome.created else 200
+
+
+def overlap_label(user, task_id: int, cls: str, ms: int | None, source: str):
+    """Several reviewers per task: store/overlap.py's rules (blind, N distinct, conflicts)."""
+    try:
+        with db() as s:
+            outcome = store_overlap.post_label(s, task_id, user.id, user.name, cls, source,
+                                               settings().reviews_per_task, ms)
+            payload = label_payload(outcome.label, outcome)
+    except store_overlap.TaskNotFound:
+        raise NotFound(f"no review task {task_id}") from None
+    except store_overlap.LabelRefused as exc:
+        return jsonify(error=str(exc)), 409
     if outcome.conflict:
         return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "
                              f"undo that label first", label=payload), 409
@@ -123,6 +173,9 @@ def api_undo():
                                  int_field(data, "label_id", required=False))
         if done is None:
             raise NotFound("no label of yours to undo")
+        if not done.reopened and settings().reviews_per_task > 1:  # hook: store/overlap.py
+            done.reopened = store_overlap.after_undo(s, done.task_id, current_user.name,
+                                                     settings().review_lease)
         details = store_review.task_details(s, done.task_id) if done.reopened else None
     return jsonify(undone={"label_id": done.label_id, "task_id": done.task_id,
                            "image_id": done.image_id, "class": done.cls},

@@ -165,6 +165,7 @@
     $("item-link").href = task.item_url;
     $("item-link").hidden = false;
     setButtons(true);
+    document.dispatchEvent(new CustomEvent("verge:task", { detail: task }));  // similar.js
   }
 
   // ------------------------------------------------------------------ zoom

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from .schema import CLASSES, Image, Label, Prediction, ReviewTask, User, utcnow
+from .clock import db_now
+from .schema import CLASSES, Image, Label, Prediction, ReviewClaim, ReviewTask, User, utcnow
 
 RT = ReviewTask.__table__
+RC = ReviewClaim.__table__
 LB = Label.__table__
 ADJUDICATION = "adjudication"
 
@@ -68,10 +70,12 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 
 def post_label(session: Session, task_id: int, user_id: int, owner: str, cls: str, source: str,
-               n: int, time_on_item_ms: int | None = None) -> OverlapOutcome:
+               n: int, time_on_item_ms: int | None = None,
+               need_claim: bool = False) -> OverlapOutcome:
     """Store one reviewer's label on a task that wants ``n`` of them. Raises TaskNotFound,
-    ValueError (unknown class) or LabelRefused (the task is settled, in conflict, or another
-    reviewer holds a live claim on it: a label there would make it more than ``n``)."""
+    ValueError (unknown class) or LabelRefused (the task is settled, in conflict, another
+    reviewer holds a live claim on it: a label there would make it more than ``n``, or, with
+    ``need_claim`` as the web UI and API ask for reviewers, this reviewer never claimed it)."""
     if cls not in CLASSES:
         raise ValueError(f"class must be one of {', '.join(CLASSES)}, not {cls!r}")
     task = _lock_task(session, task_id)
@@ -82,7 +86,7 @@ def post_label(session: Session, task_id: int, user_id: int, owner: str, cls: st
     if earlier is not None:
         return OverlapOutcome(earlier, created=False, closed=False, conflict=earlier.cls != cls,
                               state=task.state)
-    now = utcnow()
+    now = db_now(session)
     if task.state == "conflict":
         raise LabelRefused(f"task {task_id} is a conflict between reviewers; an admin decides it")
     if task.state not in ("open", "claimed"):
@@ -91,6 +95,10 @@ def post_label(session: Session, task_id: int, user_id: int, owner: str, cls: st
     if (task.state == "claimed" and task.lease_owner != owner
             and expires is not None and expires > now):
         raise LabelRefused(f"task {task_id} is claimed by another reviewer")
+    if need_claim and task.lease_owner != owner and not session.scalar(
+            select(exists().where(RC.c.task_id == task_id, RC.c.user_id == user_id))):
+        raise LabelRefused(f"task {task_id} was never claimed by you: claim it first "
+                           f"(the review page, or POST /api/v1/tasks/next)")
     new = session.execute(LB.insert().values(
         image_id=task.image_id, user_id=user_id, task_id=task_id, source=source, cls=cls,
         time_on_item_ms=time_on_item_ms, created_at=now).returning(*LB.c)).first()

@@ -142,7 +142,7 @@ def test_the_0005_backfill_never_holds_the_image_table(pg_url):
             conn.execute(text("UPDATE image SET attempts = attempts WHERE id = :i"), {"i": probe["read"]})
             conn.commit()
 
-    interleave("migration.0005.batch_done", lambda: migrations.upgrade(pg_url),
+    interleave("migration.0005.batch_done", lambda: migrations.upgrade(pg_url, "0005"),
                read_and_write_an_image).get()
     assert probe["read"]
     assert migrations.current_revision(pg_url) == "0005"

@@ -52,7 +52,7 @@ def submit_batch():
     return jsonify(result.as_dict()), 201
 
 
-@bp.post("/batches/register")
+@bp.post("/registrations")
 def register_batch():
     """JSON ``{"url": "s3://bucket/prefix/", "batch": "optional name"}``: register the image
     objects under the prefix in place (nothing is copied), as ``verge submit s3://...``."""

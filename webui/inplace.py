@@ -11,7 +11,9 @@ MAX_URL = 1100
 
 
 def object_url(raw) -> str:
-    url = str(raw or "").strip()
+    if raw is not None and not isinstance(raw, str):
+        raise BadRequest("'url' must be a string: s3://BUCKET/PREFIX")
+    url = (raw or "").strip()
     if not url:
         raise BadRequest("'url' is required: s3://BUCKET/PREFIX")
     if not url.startswith("s3://") or len(url) > MAX_URL or not url[5:].split("/", 1)[0]:

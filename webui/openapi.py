@@ -159,7 +159,7 @@ def _paths() -> dict:
                           **COMMON, "403": _error("the token is not an admin's"),
                           "413": _error("an upload or a file over its size limit"),
                           "503": _error("the broker is down; nothing was submitted")}}},
-        "/api/v1/batches/register": {"post": {
+        "/api/v1/registrations": {"post": {
             "operationId": "registerPrefix",
             "summary": "Register the image objects under an s3://BUCKET/PREFIX in place as a "
                        "batch (admins): nothing is copied; workers read the objects from the "

@@ -90,7 +90,8 @@ def overlap_label(user, task_id: int, cls: str, ms: int | None, source: str):
     try:
         with db() as s:
             outcome = store_overlap.post_label(s, task_id, user.id, user.name, cls, source,
-                                               settings().reviews_per_task, ms)
+                                               settings().reviews_per_task, ms,
+                                               need_claim=not user.is_admin)
             payload = label_payload(outcome.label, outcome)
     except store_overlap.TaskNotFound:
         raise NotFound(f"no review task {task_id}") from None

@@ -27,6 +27,8 @@ class FileTooLarge(HTTPException):
 
 
 def batch_name(raw: str | None) -> str | None:
+    if raw is not None and not isinstance(raw, str):
+        raise BadRequest("'batch' must be a string")
     name = " ".join((raw or "").split())
     if len(name) > MAX_BATCH_NAME:
         raise BadRequest(f"a batch name has at most {MAX_BATCH_NAME} characters")

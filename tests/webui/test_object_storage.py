@@ -33,15 +33,15 @@ def test_prefix_registered_in_place_and_images_proxied_from_the_bucket(web_setti
     auth = _token(seed, "root")
 
     # bad input first: nothing registered by any of it
-    assert api.post("/api/v1/batches/register", json={"url": "s3://"}, headers=auth).status_code == 400
-    r = api.post("/api/v1/batches/register", json={"url": "s3://no-such-bucket-x/a/"}, headers=auth)
+    assert api.post("/api/v1/registrations", json={"url": "s3://"}, headers=auth).status_code == 400
+    r = api.post("/api/v1/registrations", json={"url": "s3://no-such-bucket-x/a/"}, headers=auth)
     assert r.status_code == 400 and "NoSuchBucket" in r.get_json()["error"]
-    r = api.post("/api/v1/batches/register", json={"url": f"s3://{bucket}/shots/"},
+    r = api.post("/api/v1/registrations", json={"url": f"s3://{bucket}/shots/"},
                  headers=_token(seed, "ann"))
     assert r.status_code == 403
     assert _count(web_settings.resolved_database_url, Batch) == 0
 
-    r = api.post("/api/v1/batches/register", json={"url": f"s3://{bucket}/shots/", "batch": "shots"},
+    r = api.post("/api/v1/registrations", json={"url": f"s3://{bucket}/shots/", "batch": "shots"},
                  headers=auth)
     assert r.status_code == 201, r.get_data(as_text=True)
     out = r.get_json()

@@ -174,3 +174,18 @@ def test_agreement_needs_two_reviewers_and_then_shows_kappa(people, seed, app2):
     assert by["ann"]["labels_with_final"] == 3
     page = boss.get("/dashboard").get_data(as_text=True)
     assert "Fleiss" in page and "0.500" in page and "ann · bob" in page
+
+
+def test_with_overlap_a_reviewer_still_labels_only_a_task_they_claimed(people, seed):
+    _, tid = seed.routed(0.9)
+    ann, bob = people("ann", "bob")
+    r = _label(bob, tid, "road")  # never claimed: refused, nothing stored
+    assert r.status_code == 409 and "never claimed" in r.json["error"]
+    with session_scope(seed.url) as s:
+        assert s.scalars(select(Label).where(Label.task_id == tid)).all() == []
+    assert _claim(ann)["task_id"] == tid
+    assert _label(ann, tid, "road").status_code == 201
+    # ann's claim ended with her label; the task is open for a second reviewer, not for bob unclaimed
+    assert _label(bob, tid, "road").status_code == 409
+    assert _claim(bob)["task_id"] == tid and _label(bob, tid, "road").status_code == 201
+    assert _task(seed, tid).state == "done"

@@ -209,8 +209,12 @@ def already_predicted(session: Session, image_ids: Sequence[int], model_version_
 
 
 def count_attempt(session: Session, image_ids: Sequence[int]) -> None:
+    """A worker starts on these images: one more delivery, and ``queued_at`` says when it started
+    (the sweeper leaves an image alone while its chunk is recent)."""
+    now = utcnow()
     for part in _chunks(list(image_ids)):
-        session.execute(update(Image).where(Image.id.in_(part)).values(attempts=Image.attempts + 1))
+        session.execute(update(Image).where(Image.id.in_(part))
+                        .values(attempts=Image.attempts + 1, queued_at=now))
 
 
 def mark_failed(session: Session, errors: dict[int, str]) -> None:

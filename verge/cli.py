@@ -277,8 +277,11 @@ def requeue(batch):
 @click.option("--name", default=None, help="Worker node name (default verge-<pid>@<host>).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve Prometheus metrics on this port (default VERGE_WORKER_METRICS_PORT; 0 = off).")
+@click.option("--queues", type=click.Choice(["all", "scoring", "jobs"]), default="all", show_default=True,
+              help="What to consume: scoring chunks (VERGE_QUEUE), the periodic and follow-up jobs "
+                   "(VERGE_JOBS_QUEUE: sweeper, retrain, re-score), or both.")
 @_friendly
-def worker(concurrency, loglevel, name, metrics_port):
+def worker(concurrency, loglevel, name, metrics_port, queues):
     """Run a Celery worker that scores chunks (CUDA when present, else CPU)."""
     from models.encoder import EncoderSpec, verify_weights
     from workers.app import app, configure
@@ -299,7 +302,9 @@ def worker(concurrency, loglevel, name, metrics_port):
         except OSError as exc:
             raise UserError(str(exc)) from None
     node = name or f"verge-{os.getpid()}@{socket.gethostname()}"
-    app.worker_main(["worker", f"--loglevel={loglevel}", "-Q", settings.queue, "-n", node,
+    consume = {"all": [settings.queue, settings.resolved_jobs_queue], "scoring": [settings.queue],
+               "jobs": [settings.resolved_jobs_queue]}[queues]
+    app.worker_main(["worker", f"--loglevel={loglevel}", "-Q", ",".join(consume), "-n", node,
                      "-c", str(concurrency or settings.worker_concurrency), "--pool", "prefork",
                      "--without-mingle", "--without-gossip"])
 
@@ -331,8 +336,14 @@ def serve(settings: Settings, web: bool = True, env: dict | None = None) -> None
     """Run a worker, beat and (optionally) the web UI as child processes until Ctrl-C or until
     one of them stops; then stop the others."""
     env = {**os.environ, **(env or {})}
-    names = ["worker", "beat"] + (["web"] if web else [])
-    procs = {name: subprocess.Popen([sys.executable, "-m", "verge", name], env=env) for name in names}
+    # the jobs (sweeper, retrain, re-score) get a worker process of their own: a scoring backlog
+    # never holds them up, and a retrain never takes a scoring process's place
+    commands = {"worker": ["worker", "--queues", "scoring"],
+                "jobs": ["worker", "--queues", "jobs", "-c", "1", "--metrics-port", "0"],
+                "beat": ["beat"], **({"web": ["web"]} if web else {})}
+    names = list(commands)
+    procs = {name: subprocess.Popen([sys.executable, "-m", "verge", *cmd], env=env)
+             for name, cmd in commands.items()}
     where = f"http://{settings.web_host}:{settings.web_port}/" if web else "no web UI"
     click.echo(f"verge is up ({', '.join(names)}; data in {settings.data_dir.resolve()}; {where}); "
                f"submit with `verge submit PATH`; Ctrl-C stops")

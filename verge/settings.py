@@ -134,6 +134,11 @@ class Settings:
         "(no server). At scale: `redis://host:6379/0`.")
     queue: str = _setting(
         "VERGE_QUEUE", "verge", _str, "Celery queue name the scoring tasks go to.")
+    jobs_queue: str = _setting(
+        "VERGE_JOBS_QUEUE", "", _opt_str,
+        "Celery queue of the periodic and follow-up jobs (sweeper, retrain, label check, "
+        "re-score); empty means `<VERGE_QUEUE>-jobs`. Its own queue, so a scoring backlog never "
+        "delays them; `verge worker --queues jobs` serves it.")
     blob_dir: str = _setting(
         "VERGE_BLOB_DIR", "", _opt_str,
         "Content-addressed image storage; empty means `$VERGE_DATA_DIR/blobs`. "
@@ -266,6 +271,10 @@ class Settings:
     @property
     def model_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def resolved_jobs_queue(self) -> str:
+        return self.jobs_queue or f"{self.queue}-jobs"
 
     @property
     def embedded_broker(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from verge.settings import Settings
 from .app import SCORE_CHUNK, app, configure
 from .errors import BrokerUnavailable
 
+log = logging.getLogger("verge.submission")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic",
                   ".heif", ".avif", ".jfif", ".ppm", ".pgm", ".pbm"}
 GROUP = 256  # files per registration transaction: bounded memory however large the submission
@@ -287,20 +289,37 @@ def _groups(items: Iterable, n: int) -> Iterator[list]:
         yield group
 
 
+REQUEUE_PAGE = 10_000  # image ids read and re-sent at a time: bounded memory at any backlog
+
+
 def requeue(settings: Settings, batch_id: int | None = None, older_than_s: float | None = None) -> int:
     """Send scoring tasks again for images still ``queued`` (lost messages, a broker restart).
     Safe at any time: scoring skips what is already scored."""
-    with session_scope(settings.resolved_database_url) as s:
-        stmt = select(Image.id).where(Image.status == "queued")
-        if batch_id is not None:
-            stmt = stmt.join(BatchImage, BatchImage.image_id == Image.id).where(BatchImage.batch_id == batch_id)
-        if older_than_s is not None:
-            cutoff = q.utcnow() - dt.timedelta(seconds=older_than_s)
-            stmt = stmt.where((Image.queued_at.is_(None)) | (Image.queued_at < cutoff))
-        ids = list(s.scalars(stmt.order_by(Image.id)))
-    enqueue(settings, ids, batch_id)
-    return len(ids)
+    stmt = select(Image.id).where(Image.status == "queued")
+    if batch_id is not None:
+        stmt = stmt.join(BatchImage, BatchImage.image_id == Image.id).where(BatchImage.batch_id == batch_id)
+    if older_than_s is not None:
+        cutoff = q.utcnow() - dt.timedelta(seconds=older_than_s)
+        stmt = stmt.where((Image.queued_at.is_(None)) | (Image.queued_at < cutoff))
+    sent, last = 0, 0
+    while True:
+        with session_scope(settings.resolved_database_url) as s:
+            ids = list(s.scalars(stmt.where(Image.id > last).order_by(Image.id).limit(REQUEUE_PAGE)))
+        if not ids:
+            return sent
+        enqueue(settings, ids, batch_id)
+        sent, last = sent + len(ids), ids[-1]
 
 
 def requeue_stalled(settings: Settings) -> int:
+    """Beat's sweeper. ``queued_at`` is stamped when a task is sent and again when a worker
+    starts the image's chunk, so an image untouched for ``VERGE_REQUEUE_AFTER`` was never started
+    or was started long ago; it is re-sent only when no scoring message is waiting in the queue:
+    behind a backlog an image that nobody started is waiting its turn, not lost."""
+    from .recovery import waiting_messages
+
+    waiting = waiting_messages(settings)
+    if waiting:
+        log.info("sweeper: %d scoring messages are waiting; nothing is re-sent behind them", waiting)
+        return 0
     return requeue(settings, older_than_s=settings.requeue_after)

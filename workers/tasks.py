@@ -9,7 +9,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from store.db import dispose_engines
 
-from . import metrics
+from . import metrics, recovery
 from .app import RESCORE_OPEN, SCORE_CHUNK, app, settings_of
 from .scoring import scorer_for
 
@@ -50,7 +50,9 @@ def score_chunk(self, image_ids: list[int], batch_id: int | None = None) -> dict
 def requeue_stalled() -> int:
     from .submission import requeue_stalled as requeue
 
-    return requeue(settings_of(app))
+    settings = settings_of(app)
+    recovery.recover_dead_chunks(settings)
+    return requeue(settings)
 
 
 @worker_process_init.connect
@@ -82,7 +84,7 @@ def retrain(trigger: str = "schedule") -> dict:
         log.info("retrain skipped: %s", exc)
         return {"skipped": str(exc)}
     if outcome.promoted:
-        rescore_open.apply_async(queue=settings_of(app).queue)
+        rescore_open.apply_async(queue=settings_of(app).resolved_jobs_queue)
     return outcome.as_dict()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Iterator
 
 from sqlalchemy import func, select
@@ -35,14 +36,17 @@ def decide(human: Counter, folder: Counter) -> tuple[str | None, bool, dict | No
 
 
 def consensus(session: Session) -> Consensus:
-    """One label per image (see ``decide``), over every label: what retraining trains on."""
-    human: dict[int, Counter] = defaultdict(Counter)
-    folder: dict[int, Counter] = defaultdict(Counter)
-    for image_id, user_id, cls in session.execute(select(Label.image_id, Label.user_id, Label.cls)):
-        (human if user_id is not None else folder)[image_id][cls] += 1
+    """One label per image (see ``decide``), over every label: what retraining trains on. The
+    labels are read in image order, one image's votes at a time (a million labels never sit in
+    memory as vote counters; only the result does)."""
     out = Consensus()
-    for image_id in {**folder, **human}:
-        label, from_people, tie = decide(human.get(image_id, Counter()), folder.get(image_id, Counter()))
+    rows = session.execute(select(Label.image_id, Label.user_id.is_not(None), Label.cls)
+                           .order_by(Label.image_id).execution_options(yield_per=50_000))
+    for image_id, votes in groupby(rows, key=lambda r: r[0]):
+        human, folder = Counter(), Counter()
+        for _, by_person, cls in votes:
+            (human if by_person else folder)[cls] += 1
+        label, from_people, tie = decide(human, folder)
         if tie is not None:
             out.ties[image_id] = tie
             continue

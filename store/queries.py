@@ -145,12 +145,28 @@ def batch_counts(session: Session, batch_ids: Sequence[int] | None = None) -> di
     return out
 
 
-def failed_images(session: Session, batch_id: int) -> list[tuple[str, str]]:
-    return list(session.execute(
-        select(BatchImage.source_name, Image.error)
-        .join(Image, Image.id == BatchImage.image_id)
-        .where(BatchImage.batch_id == batch_id, Image.status == "failed")
-        .order_by(BatchImage.source_name)).all())
+def batch_progress(session: Session, batch_id: int) -> dict:
+    """Images of one batch per status: the one query a progress bar polls (no routed count, no
+    failure list)."""
+    out = {"total": 0, "registered": 0, "queued": 0, "scored": 0, "failed": 0}
+    for status, n in session.execute(select(Image.status, func.count())
+                                     .join(BatchImage, BatchImage.image_id == Image.id)
+                                     .where(BatchImage.batch_id == batch_id).group_by(Image.status)):
+        out[status] = out.get(status, 0) + n
+        out["total"] += n
+    return out
+
+
+def failed_images(session: Session, batch_id: int, limit: int | None = None,
+                  offset: int = 0) -> list[tuple[str, str]]:
+    """(name, reason) of a batch's failed images by name; a page of them with ``limit``."""
+    stmt = (select(BatchImage.source_name, Image.error)
+            .join(Image, Image.id == BatchImage.image_id)
+            .where(BatchImage.batch_id == batch_id, Image.status == "failed")
+            .order_by(BatchImage.source_name, BatchImage.image_id))
+    if limit is not None:
+        stmt = stmt.limit(limit).offset(offset)
+    return list(session.execute(stmt).all())
 
 
 def list_batches(session: Session) -> list[Batch]:

@@ -9,7 +9,7 @@ SELECT FROM generate_series server-side, the embeddings by one binary COPY strea
   three learnable class clusters, the class the reviewer gave); N/5 open review tasks routed
   ``near_threshold`` (200k at 1M: a better head can settle them).
 
-Then, each in its own process (peak RSS from the kernel's accounting of that process, wait4):
+Then, each in its own process (peak RSS: that process's VmHWM, read every 20 ms):
 
   rescore ..... a new three-class head is promoted and ``Scorer.rescore_open_tasks()`` runs, as a
                 worker does after a promotion (all N/5 open tasks)
@@ -166,27 +166,38 @@ def make_folder(root: Path, n: int) -> Path:
 
 
 # --------------------------------------------------------------------------- measuring
+def _hwm_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def run_measured(cmd: list[str], env: dict, timeout: float, log: Path, watch=None) -> tuple[float, float, int, object]:
     """Run ``cmd``; returns (seconds, peak RSS in MB, exit status, what ``watch`` returned).
-    ``watch(started)`` is polled while it runs (e.g. for the first queued chunk)."""
+    ``watch(started)`` is polled while it runs (e.g. for the first queued chunk). The peak is the
+    process's own VmHWM read every 20 ms (the kernel's ru_maxrss would also count this script's
+    memory, which an exec'd child inherits as its starting high-water mark)."""
     with open(log, "w") as fh:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, cwd=C.REPO, stdout=fh, stderr=subprocess.STDOUT)
-        seen = None
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
+        seen, peak = None, 0.0
+        while proc.poll() is None:
+            peak = max(peak, _hwm_mb(proc.pid))
             if seen is None and watch is not None:
                 seen = watch(t0)
             if time.perf_counter() - t0 > timeout:
                 proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
+                proc.wait()
                 break
             time.sleep(0.02)
         took = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return took, usage.ru_maxrss / 1024, proc.returncode, seen
+    return took, peak, proc.returncode, seen
 
 
 RESCORE = """

@@ -21,6 +21,7 @@ from . import (
     review,
 )
 from .security import load_secret_key, secure_headers
+from .spool import SpoolingRequest
 
 csrf = CSRFProtect()
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if k in names})
 
     app = Flask(__name__)
+    app.request_class = SpoolingRequest  # uploads: bounded memory and descriptors (webui/spool.py)
     app.config.update(
         SECRET_KEY=load_secret_key(settings.secret_key, settings.data_dir),
         SESSION_COOKIE_NAME="verge_session",

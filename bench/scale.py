@@ -117,8 +117,8 @@ def load(url: str, n: int, encoder_key: str) -> dict:
                    json_build_object('field', 1 - p, 'road', p), p,
                    CASE WHEN p >= 0.5 THEN 'road' ELSE 'field' END, CASE WHEN p >= 0.5 THEN 'road' ELSE 'field' END,
                    g % 5 = 0, CASE WHEN g % 5 = 0 THEN 'near_threshold' ELSE '' END, now()
-            FROM (SELECT g, CASE WHEN g % 5 = 0 THEN 0.4 + 0.2 * ((g * 7919) % 1000) / 1000.0
-                                 ELSE ((g * 104729) % 1000) / 1000.0 END AS p
+            FROM (SELECT g, CASE WHEN g % 5 = 0 THEN 0.4 + 0.2 * ((g::bigint * 7919) % 1000) / 1000.0
+                                 ELSE ((g::bigint * 104729) % 1000) / 1000.0 END AS p
                   FROM generate_series(1, {n}) g) s"""),
         ("open review tasks", """INSERT INTO review_task (image_id, prediction_id, state, reasons, priority,
                                                          created_at, updated_at)

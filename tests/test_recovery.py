@@ -102,3 +102,21 @@ def test_a_fresh_worker_scores_the_chunk_a_killed_embedded_worker_held(tiny_env,
     while count(Image.status == "scored") < n:
         assert time.monotonic() < deadline, f"{count(Image.status == 'queued')} images still queued after 60 s"
         time.sleep(0.5)
+
+
+def test_beat_jobs_and_rescore_have_their_own_queue_and_a_worker_for_it(tiny_env):
+    from pathlib import Path
+
+    import yaml
+
+    from workers.app import beat_schedule
+
+    settings = _settings({**tiny_env, "VERGE_RETRAIN_AFTER_LABELS": "5"})
+    jobs = settings.resolved_jobs_queue
+    assert jobs == f"{settings.queue}-jobs"
+    schedule = beat_schedule(settings)
+    assert {"requeue-stalled", "retrain-cron", "retrain-on-labels"} <= set(schedule)
+    assert {e["options"]["queue"] for e in schedule.values()} == {jobs}
+    compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yml").read_text())
+    assert compose["services"]["worker"]["command"][:3] == ["worker", "--queues", "scoring"]
+    assert compose["services"]["jobs"]["command"][:3] == ["worker", "--queues", "jobs"]

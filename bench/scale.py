@@ -36,7 +36,6 @@ database, the queue and the files are removed at the end.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time

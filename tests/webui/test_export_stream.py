@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 
 from store.db import session_scope
 from store.export import write_export
-from store.schema import Batch, BatchImage, Image, Label, Prediction
+from store.schema import BatchImage, Image, Label, Prediction
 
 from .conftest import PASSWORD
 

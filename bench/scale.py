@@ -3,7 +3,7 @@
 A throwaway Postgres database is created with the real migrations and loaded fast (INSERT ...
 SELECT FROM generate_series server-side, the embeddings by one binary COPY stream built in numpy):
 
-  N images (default 1M) in 100 batches, each scored (a prediction of the active head that
+  N images (default 1M) in 100 batches, each scored (a prediction of an earlier head that
   image.latest_prediction_id points at), each labeled by one of 20 reviewers, each with a stored
   512-d float32 embedding of ViT-B-32 with random weights (the key a worker would have written;
   three learnable class clusters, the class the reviewer gave); N/5 open review tasks routed
@@ -98,9 +98,11 @@ def load(url: str, n: int, encoder_key: str) -> dict:
             SELECT g, 'reviewer' || g, 'bench-no-login', 'reviewer', now() FROM generate_series(1, {REVIEWERS}) g"""),
         ("batches", f"""INSERT INTO batch (id, name, source, created_at)
             SELECT g, 'scale-batch-' || g, 'cli', now() FROM generate_series(1, {n_batches}) g"""),
+        # the head that made the predictions, retired (its checkpoint is not on disk): the re-score
+        # step promotes a real one; retrain alone then has no active head to beat
         ("model version", f"""INSERT INTO model_version (id, kind, classes, encoder, path, metrics, state,
                                                         created_at, activated_at)
-            VALUES (1, 'binary', '["field", "road"]', '{encoder_key}', '/nonexistent/1.pt', '{{}}', 'active',
+            VALUES (1, 'binary', '["field", "road"]', '{encoder_key}', '/nonexistent/1.pt', '{{}}', 'retired',
                     now() - interval '10 days', now() - interval '10 days')"""),
         ("images", f"""INSERT INTO image (id, sha256, storage_key, source_name, size_bytes, width, height, status,
                                          attempts, queued_at, created_at, scored_at, latest_prediction_id)

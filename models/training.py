@@ -100,17 +100,23 @@ def class_weights(y: np.ndarray, k: int) -> np.ndarray:
 
 def train_head(kind: str, X: np.ndarray, y: np.ndarray, encoder_key: str,
                recipe: Recipe = Recipe(), sample_weight: np.ndarray | None = None,
-               groups: np.ndarray | None = None, on_epoch=None) -> TrainResult:
+               groups: np.ndarray | None = None, on_epoch=None,
+               rows: np.ndarray | None = None) -> TrainResult:
     """Train a head of ``kind`` on embeddings ``X`` (n, d) and class indices ``y``.
 
     ``groups`` ties augmented views to their source image so a validation split never sees a
-    view of a training image; ``sample_weight`` weighs rows (e.g. augmented views).
+    view of a training image; ``sample_weight`` weighs rows (e.g. augmented views). ``rows``
+    trains on those rows of ``X`` only: an index array instead of a copy of a large matrix
+    (batches are gathered from ``X`` as they are drawn).
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
     if len(X) != len(y) or len(X) == 0:
         raise ValueError(f"need as many labels as embeddings and at least one (got {len(X)}, {len(y)})")
-    if len(np.unique(y)) < 2:
+    rows = np.arange(len(y)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        raise ValueError("need at least one row to train on")
+    if len(np.unique(y[rows])) < 2:
         raise ValueError("training needs examples of both classes (field and road)"
                          if kind == BINARY else "training needs examples of at least two classes")
     with torch.random.fork_rng(devices=[]):
@@ -120,15 +126,16 @@ def train_head(kind: str, X: np.ndarray, y: np.ndarray, encoder_key: str,
         if recipe.val_fraction > 0:
             # split whole groups (an image and its augmented views); validation judges each
             # held-out group's first row, the real image, never an augmented view
-            g = np.arange(len(y)) if groups is None else np.asarray(groups)
-            first = {gid: i for i, gid in reversed(list(enumerate(g)))}
+            g = np.arange(len(rows)) if groups is None else np.asarray(groups)[rows]
+            yr = y[rows]
+            first = {gid: i for i, gid in reversed(list(enumerate(g.tolist())))}
             uniq = np.array(sorted(first))
-            _, va_g = stratified_split(y[[first[u] for u in uniq]], recipe.val_fraction, recipe.seed)
+            _, va_g = stratified_split(yr[[first[u] for u in uniq]], recipe.val_fraction, recipe.seed)
             va_set = set(uniq[va_g].tolist())
-            val_idx = np.array(sorted(first[u] for u in va_set), dtype=int)
-            train_idx = np.flatnonzero([gid not in va_set for gid in g])
+            val_idx = rows[np.array(sorted(first[u] for u in va_set), dtype=np.int64)]
+            train_idx = rows[np.flatnonzero([gid not in va_set for gid in g.tolist()])]
         else:
-            train_idx, val_idx = np.arange(len(y)), np.array([], dtype=int)
+            train_idx, val_idx = rows, np.array([], dtype=np.int64)
         result = _fit(head, X, y, k, train_idx, val_idx, recipe, sample_weight, on_epoch)
     head.meta.metrics = {
         "train_loss": result.final.loss,
@@ -150,7 +157,9 @@ def _fit(head: Head, X, y, k, train_idx, val_idx, recipe: Recipe, sample_weight,
     model = head.module
     binary = head.meta.kind == BINARY
     gen = torch.Generator().manual_seed(recipe.seed)
-    xs, ys = torch.from_numpy(X[train_idx]), torch.from_numpy(y[train_idx])
+    # rows are gathered from X batch by batch: no copy of the training part of the matrix
+    base, tr = torch.from_numpy(X), torch.from_numpy(np.asarray(train_idx, dtype=np.int64))
+    ys = torch.from_numpy(y[train_idx])
     row_w = torch.ones(len(train_idx))
     if sample_weight is not None:
         row_w = torch.from_numpy(np.asarray(sample_weight, np.float32)[train_idx])
@@ -164,11 +173,11 @@ def _fit(head: Head, X, y, k, train_idx, val_idx, recipe: Recipe, sample_weight,
     best_score, best_state, since_best = -np.inf, None, 0
     for epoch in range(1, recipe.epochs + 1):
         model.train()
-        order = torch.randperm(len(xs), generator=gen)
+        order = torch.randperm(len(tr), generator=gen)
         total, correct = 0.0, 0
-        for i in range(0, len(xs), batch):
+        for i in range(0, len(tr), batch):
             idx = order[i:i + batch]
-            logits = model.logits(xs[idx])
+            logits = model.logits(base[tr[idx]])
             if binary:
                 per_row = nn.functional.binary_cross_entropy_with_logits(
                     logits, ys[idx].float(), reduction="none")
@@ -184,12 +193,12 @@ def _fit(head: Head, X, y, k, train_idx, val_idx, recipe: Recipe, sample_weight,
             opt.step()
             total += loss.item() * len(idx)
             correct += int(hits.sum())
-        stats = EpochStats(epoch, total / len(xs), correct / len(xs), opt.param_groups[0]["lr"])
+        stats = EpochStats(epoch, total / len(tr), correct / len(tr), opt.param_groups[0]["lr"])
         if sched:
             sched.step()
         if len(val_idx):
             model.eval()
-            stats.val = classification_metrics(y[val_idx], head.predict(X[val_idx]), head.meta.classes)
+            stats.val = classification_metrics(y[val_idx], predict_rows(head, X, val_idx), head.meta.classes)
             score = -stats.val[recipe.monitor] if "loss" in recipe.monitor else stats.val[recipe.monitor]
             if score > best_score:
                 best_score, best_state, since_best = score, copy.deepcopy(model.state_dict()), 0
@@ -216,6 +225,16 @@ def train_binary(X: np.ndarray, y: np.ndarray, encoder_key: str, recipe: Recipe 
                       sample_weight, groups, on_epoch)
 
 
+def predict_rows(head: Head, X: np.ndarray, rows: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """``head.predict(X[rows])`` a slice at a time: memory of one slice, not a copy of the rows."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), len(head.meta.classes)), np.float32)
+    with torch.no_grad():
+        for i in range(0, len(rows), chunk):
+            out[i:i + chunk] = head.predict(X[rows[i:i + chunk]])
+    return out
+
+
 def out_of_fold_probs(kind: str, X: np.ndarray, y: np.ndarray, encoder_key: str, recipe: Recipe,
                       folds: int = 5, on_epoch=None) -> np.ndarray:
     """Each row's class probabilities from a head that never saw it (k-fold, stratified)."""
@@ -232,5 +251,6 @@ def out_of_fold_probs(kind: str, X: np.ndarray, y: np.ndarray, encoder_key: str,
         tr, te = np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)
         if len(te) == 0 or len(np.unique(y[tr])) < 2:
             continue
-        out[te] = train_head(kind, X[tr], y[tr], encoder_key, plain, on_epoch=on_epoch).head.predict(X[te])
+        out[te] = predict_rows(train_head(kind, X, y, encoder_key, plain, rows=tr, on_epoch=on_epoch).head,
+                               X, te)
     return out

@@ -124,8 +124,14 @@ def batches_page(session: Session, before: int | None = None, limit: int = 50) -
     return [(b, counts.get(b.id, empty)) for b in batches]
 
 
-def batch_status(session: Session, ref: str | int) -> dict | None:
-    """The same keys as ``verge status BATCH --json``."""
+FAILURES_PAGE = 100
+
+
+def batch_status(session: Session, ref: str | int, failures_offset: int = 0,
+                 failures_limit: int = FAILURES_PAGE) -> dict | None:
+    """The same keys as ``verge status BATCH --json``; ``failures`` is one page of the failed
+    images (by name), ``failures_offset`` where it starts: a batch with thousands of failures
+    is never read whole for a page view."""
     batch = q.find_batch(session, ref)
     if batch is None:
         return None
@@ -139,7 +145,9 @@ def batch_status(session: Session, ref: str | int) -> dict | None:
             "queued": counts.get("queued", 0) + counts.get("registered", 0),
             "scored": counts.get("scored", 0), "failed": counts.get("failed", 0),
             "routed": counts.get("routed", 0), "labeled": labeled or 0,
-            "failures": [{"name": n, "reason": r} for n, r in q.failed_images(session, batch.id)]}
+            "failures": [{"name": n, "reason": r} for n, r in
+                         q.failed_images(session, batch.id, failures_limit, failures_offset)],
+            "failures_offset": failures_offset}
 
 
 # --------------------------------------------------------------------------- labels

@@ -164,12 +164,28 @@ def batch_counts(session: Session, batch_ids: Sequence[int] | None = None) -> di
     return out
 
 
-def failed_images(session: Session, batch_id: int) -> list[tuple[str, str]]:
-    return list(session.execute(
-        select(BatchImage.source_name, Image.error)
-        .join(Image, Image.id == BatchImage.image_id)
-        .where(BatchImage.batch_id == batch_id, Image.status == "failed")
-        .order_by(BatchImage.source_name)).all())
+def batch_progress(session: Session, batch_id: int) -> dict:
+    """Images of one batch per status: the one query a progress bar polls (no routed count, no
+    failure list)."""
+    out = {"total": 0, "registered": 0, "queued": 0, "scored": 0, "failed": 0}
+    for status, n in session.execute(select(Image.status, func.count())
+                                     .join(BatchImage, BatchImage.image_id == Image.id)
+                                     .where(BatchImage.batch_id == batch_id).group_by(Image.status)):
+        out[status] = out.get(status, 0) + n
+        out["total"] += n
+    return out
+
+
+def failed_images(session: Session, batch_id: int, limit: int | None = None,
+                  offset: int = 0) -> list[tuple[str, str]]:
+    """(name, reason) of a batch's failed images by name; a page of them with ``limit``."""
+    stmt = (select(BatchImage.source_name, Image.error)
+            .join(Image, Image.id == BatchImage.image_id)
+            .where(BatchImage.batch_id == batch_id, Image.status == "failed")
+            .order_by(BatchImage.source_name, BatchImage.image_id))
+    if limit is not None:
+        stmt = stmt.limit(limit).offset(offset)
+    return list(session.execute(stmt).all())
 
 
 def list_batches(session: Session) -> list[Batch]:
@@ -222,6 +238,35 @@ def stored_embeddings(session: Session, image_ids: Sequence[int], encoder: str) 
     return out
 
 
+def embedding_matrix(session: Session, image_ids: Sequence[int], encoder: str,
+                     page: int = 20_000) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The stored embeddings of ``image_ids`` read straight into one float32 matrix, in image id
+    order: (ids found, matrix with a row per id found, their sha256). One allocation and no dict
+    of vectors, so a million labels cost the matrix (2 GB at 512-d) and little more; ids without
+    an embedding from ``encoder`` are left out."""
+    ids = np.unique(np.asarray(list(image_ids), dtype=np.int64))
+    found = np.empty(len(ids), np.int64)
+    X: np.ndarray | None = None
+    shas: list[str] = []
+    n = 0
+    for i in range(0, len(ids), page):
+        for match in _id_in(session, Embedding.image_id, ids[i:i + page].tolist()):
+            for iid, vec, sha in session.execute(
+                    select(Embedding.image_id, Embedding.vector, Image.sha256)
+                    .join(Image, Image.id == Embedding.image_id)
+                    .where(Embedding.encoder == encoder, match).order_by(Embedding.image_id)):
+                v = unpack_vector(vec)
+                if X is None:  # untouched rows of np.empty cost no memory
+                    X = np.empty((len(ids), len(v)), np.float32)
+                X[n] = v
+                found[n] = iid
+                shas.append(sha)
+                n += 1
+    if X is None:
+        X = np.empty((0, 0), np.float32)
+    return found[:n], X[:n], shas
+
+
 def save_embeddings(session: Session, encoder: str, vectors: dict[int, np.ndarray]) -> None:
     insert_ignore(session, Embedding, [
         {"image_id": iid, "encoder": encoder, "dim": int(v.shape[0]), "vector": pack_vector(v)}
@@ -242,8 +287,12 @@ def already_predicted(session: Session, image_ids: Sequence[int], model_version_
 
 
 def count_attempt(session: Session, image_ids: Sequence[int]) -> None:
+    """A worker starts on these images: one more delivery, and ``queued_at`` says when it started
+    (the sweeper leaves an image alone while its chunk is recent)."""
+    now = utcnow()
     for part in _chunks(list(image_ids)):
-        session.execute(update(Image).where(Image.id.in_(part)).values(attempts=Image.attempts + 1))
+        session.execute(update(Image).where(Image.id.in_(part))
+                        .values(attempts=Image.attempts + 1, queued_at=now))
 
 
 def mark_failed(session: Session, errors: dict[int, str]) -> None:

@@ -55,7 +55,8 @@ class Image(Base):
     status: Mapped[str] = mapped_column(String(12), default="queued", index=True)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # scoring deliveries that began
-    queued_at: Mapped[dt.datetime | None] = mapped_column()  # last time a scoring task was sent
+    # last time a scoring task was sent for it, or a worker started its chunk (the sweeper's clock)
+    queued_at: Mapped[dt.datetime | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     scored_at: Mapped[dt.datetime | None] = mapped_column()
     # The image's current prediction: its newest (max prediction.id), set by the statement that

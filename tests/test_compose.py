@@ -114,7 +114,7 @@ def test_compose_shares_no_volume_keeps_images_in_minio_and_pins_each_worker_to_
     shared = {v: names for v, names in owners.items() if len(names) > 1}
     assert not shared, f"volumes shared between services: {shared}"
     # one GPU per worker, each a different one (count: 1 with --scale would repeat device 0)
-    workers = {name: s for name, s in built.items() if s["command"][0] == "worker"}
+    workers = {name: s for name, s in built.items() if s["command"][:3] == ["worker", "--queues", "scoring"]}
     assert len(workers) >= 2
     ids = []
     for name, svc in workers.items():

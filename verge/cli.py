@@ -182,6 +182,8 @@ def _missing(paths, path_lists) -> list:
 
     return ([p for p in paths if local(p) and not Path(p).exists()]
             + [p for p in path_lists if local(p) and not Path(p).is_file()])
+
+
 def _register_in_place(settings: Settings, urls, paths, path_lists, batch_name, as_json):
     from workers.inplace import register_prefix
 
@@ -202,7 +204,12 @@ def _register_in_place(settings: Settings, urls, paths, path_lists, batch_name, 
             bar.close()
 
 
-def _batch_status(settings: Settings, batch_ref) -> dict:
+FAILURES_SHOWN = 1000  # failures `verge status BATCH` lists unless --failures says otherwise
+
+
+def _batch_status(settings: Settings, batch_ref, failures: int | None = FAILURES_SHOWN) -> dict:
+    """The batch's counts and (the first ``failures``, None = all) failures: read once, when
+    it is shown, never on every poll."""
     from store import queries as q
     from store.db import session_scope
 
@@ -211,12 +218,26 @@ def _batch_status(settings: Settings, batch_ref) -> dict:
         if batch is None:
             raise UserError(f"no batch named or numbered {batch_ref!r}")
         counts = q.batch_counts(s, [batch.id]).get(batch.id, {})
-        failures = q.failed_images(s, batch.id)
-    return {"batch": batch.name, "batch_id": batch.id, "total": counts.get("total", 0),
-            "queued": counts.get("queued", 0) + counts.get("registered", 0),
-            "scored": counts.get("scored", 0), "failed": counts.get("failed", 0),
-            "routed": counts.get("routed", 0),
-            "failures": [{"name": n, "reason": r} for n, r in failures]}
+        failed = q.failed_images(s, batch.id, limit=failures)
+    st = {"batch": batch.name, "batch_id": batch.id, "total": counts.get("total", 0),
+          "queued": counts.get("queued", 0) + counts.get("registered", 0),
+          "scored": counts.get("scored", 0), "failed": counts.get("failed", 0),
+          "routed": counts.get("routed", 0),
+          "failures": [{"name": n, "reason": r} for n, r in failed]}
+    if st["failed"] > len(failed):
+        st["failures_not_listed"] = st["failed"] - len(failed)
+    return st
+
+
+def _batch_progress(settings: Settings, batch_id: int) -> dict:
+    """What ``--wait`` polls: the batch's counts per status, one cheap query."""
+    from store import queries as q
+    from store.db import session_scope
+
+    with session_scope(settings.resolved_database_url) as s:
+        c = q.batch_progress(s, batch_id)
+    return {"total": c["total"], "queued": c["queued"] + c["registered"], "scored": c["scored"],
+            "failed": c["failed"]}
 
 
 def _status_line(st: dict) -> str:
@@ -226,7 +247,7 @@ def _status_line(st: dict) -> str:
 
 def _wait(settings: Settings, batch_id: int, timeout: float | None, quiet: bool = False) -> dict:
     started = time.monotonic()
-    status = _batch_status(settings, batch_id)
+    status = _batch_progress(settings, batch_id)
     bar = tqdm(total=status["total"], desc="scoring", unit="img", disable=quiet or None, file=sys.stderr)
     hinted = False
     last_done, last_change = -1, time.monotonic()
@@ -235,7 +256,7 @@ def _wait(settings: Settings, batch_id: int, timeout: float | None, quiet: bool 
             done = status["scored"] + status["failed"]
             bar.update(done - bar.n)
             if status["queued"] == 0:
-                return status
+                return _batch_status(settings, batch_id)
             if done != last_done:
                 last_done, last_change = done, time.monotonic()
             elif not hinted and not quiet and time.monotonic() - last_change > 60:
@@ -243,9 +264,9 @@ def _wait(settings: Settings, batch_id: int, timeout: float | None, quiet: bool 
                 hinted = True
             if timeout is not None and time.monotonic() - started > timeout:
                 bar.write(f"gave up waiting after {timeout:g} s; {status['queued']} images still queued")
-                return status
+                return _batch_status(settings, batch_id)
             time.sleep(0.5)
-            status = _batch_status(settings, batch_id)
+            status = _batch_progress(settings, batch_id)
     finally:
         bar.close()
 
@@ -254,9 +275,11 @@ def _wait(settings: Settings, batch_id: int, timeout: float | None, quiet: bool 
 @main.command()
 @click.argument("batch", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (keys: batch, total, queued, scored, "
-              "failed, routed, failures).")
+              "failed, routed, failures, and failures_not_listed when --failures cut the list).")
+@click.option("--failures", "n_failures", type=click.IntRange(min=0), default=FAILURES_SHOWN,
+              show_default=True, help="With BATCH: list at most this many failures (0: all).")
 @_friendly
-def status(batch, as_json):
+def status(batch, as_json, n_failures):
     """Progress of one batch, or of everything (and which head is active)."""
     from store import queries as q
     from store.db import session_scope
@@ -264,13 +287,15 @@ def status(batch, as_json):
     settings = _settings()
     _migrated(settings)
     if batch:
-        st = _batch_status(settings, batch)
+        st = _batch_status(settings, batch, n_failures or None)
         if as_json:
             click.echo(json.dumps(st, indent=2))
             return
         click.echo(_status_line(st))
         for f in st["failures"]:
             click.echo(f"  failed {f['name']}: {f['reason']}")
+        if st.get("failures_not_listed"):
+            click.echo(f"  ... and {st['failures_not_listed']} more failures (--failures 0 lists all)")
         return
     with session_scope(settings.resolved_database_url) as s:
         mv = q.active_model(s)
@@ -327,8 +352,11 @@ def requeue(batch):
 @click.option("--name", default=None, help="Worker node name (default verge-<pid>@<host>).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve Prometheus metrics on this port (default VERGE_WORKER_METRICS_PORT; 0 = off).")
+@click.option("--queues", type=click.Choice(["all", "scoring", "jobs"]), default="all", show_default=True,
+              help="What to consume: scoring chunks (VERGE_QUEUE), the periodic and follow-up jobs "
+                   "(VERGE_JOBS_QUEUE: sweeper, retrain, re-score), or both.")
 @_friendly
-def worker(concurrency, loglevel, name, metrics_port):
+def worker(concurrency, loglevel, name, metrics_port, queues):
     """Run a Celery worker that scores chunks (CUDA when present, else CPU)."""
     from models.encoder import EncoderSpec, verify_weights
     from workers.app import app, configure
@@ -366,7 +394,9 @@ def worker(concurrency, loglevel, name, metrics_port):
         use_json(loglevel)
         json_logging_for_celery()
         quiet = ["--quiet"]
-    app.worker_main([*quiet, "worker", f"--loglevel={loglevel}", "-Q", settings.queue, "-n", node,
+    consume = {"all": [settings.queue, settings.resolved_jobs_queue], "scoring": [settings.queue],
+               "jobs": [settings.resolved_jobs_queue]}[queues]
+    app.worker_main([*quiet, "worker", f"--loglevel={loglevel}", "-Q", ",".join(consume), "-n", node,
                      "-c", str(concurrency or settings.worker_concurrency), "--pool", "prefork",
                      "--without-mingle", "--without-gossip"])
 
@@ -403,8 +433,14 @@ def serve(settings: Settings, web: bool = True, env: dict | None = None) -> None
     """Run a worker, beat and (optionally) the web UI as child processes until Ctrl-C or until
     one of them stops; then stop the others."""
     env = {**os.environ, **(env or {})}
-    names = ["worker", "beat"] + (["web"] if web else [])
-    procs = {name: subprocess.Popen([sys.executable, "-m", "verge", name], env=env) for name in names}
+    # the jobs (sweeper, retrain, re-score) get a worker process of their own: a scoring backlog
+    # never holds them up, and a retrain never takes a scoring process's place
+    commands = {"worker": ["worker", "--queues", "scoring"],
+                "jobs": ["worker", "--queues", "jobs", "-c", "1", "--metrics-port", "0"],
+                "beat": ["beat"], **({"web": ["web"]} if web else {})}
+    names = list(commands)
+    procs = {name: subprocess.Popen([sys.executable, "-m", "verge", *cmd], env=env)
+             for name, cmd in commands.items()}
     where = f"http://{settings.web_host}:{settings.web_port}/" if web else "no web UI"
     click.echo(f"verge is up ({', '.join(names)}; data in {settings.data_dir.resolve()}; {where}); "
                f"submit with `verge submit PATH`; Ctrl-C stops")

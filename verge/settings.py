@@ -178,6 +178,11 @@ class Settings:
         "`$VERGE_DATA_DIR/blobs`, or `s3://BUCKET/PREFIX` in S3-compatible object storage (MinIO, "
         "Ceph RGW, R2, AWS), reached with the standard `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, "
         "`AWS_SECRET_ACCESS_KEY`, `AWS_DEFAULT_REGION`. Head checkpoints live in the database.")
+    jobs_queue: str = _setting(
+        "VERGE_JOBS_QUEUE", "", _opt_str,
+        "Celery queue of the periodic and follow-up jobs (sweeper, retrain, label check, "
+        "re-score); empty means `<VERGE_QUEUE>-jobs`. Its own queue, so a scoring backlog never "
+        "delays them; `verge worker --queues jobs` serves it.")
     blob_dir: str = _setting(
         "VERGE_BLOB_DIR", "", _opt_str,
         "Deprecated spelling of a folder `VERGE_BLOB_URL` (used only when that is empty).")
@@ -369,6 +374,10 @@ class Settings:
     @property
     def model_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def resolved_jobs_queue(self) -> str:
+        return self.jobs_queue or f"{self.queue}-jobs"
 
     @property
     def embedded_broker(self) -> bool:

@@ -66,8 +66,10 @@ def register_batch():
 
 @bp.get("/batches/<ref>")
 def batch_status(ref: str):
+    """``?failures_offset=N&failures_limit=M`` (at most 1000, default 100) pages the failures."""
     with db() as s:
-        st = store_browse.batch_status(s, ref)
+        st = store_browse.batch_status(s, ref, int_arg("failures_offset", 0, lo=0),
+                                       int_arg("failures_limit", store_browse.FAILURES_PAGE, lo=1, hi=1000))
     if st is None:
         raise NotFound(f"no batch named or numbered {ref!r}")
     st["created_at"] = iso_utc(st["created_at"])  # SQLite hands back naive UTC

@@ -21,6 +21,7 @@ from . import (
     gold, guidelines, health, images, metrics, parsing, queue, review, similar, webhooks,
 )
 from .security import load_secret_key, secure_headers
+from .spool import SpoolingRequest
 
 csrf = CSRFProtect()
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
         use_json("INFO", also=("gunicorn.error", "gunicorn.access"))
     app = Flask(__name__)
     parsing.init_app(app)
+    app.request_class = SpoolingRequest  # uploads: bounded memory and descriptors (webui/spool.py)
     app.config.update(
         SECRET_KEY=load_secret_key(settings.secret_key, settings.data_dir),
         SESSION_COOKIE_NAME="verge_session",

@@ -35,7 +35,7 @@ def index():
 @bp.get("/batches/<int:batch_id>")
 def detail(batch_id: int):
     with db() as s:
-        st = store_browse.batch_status(s, batch_id)
+        st = store_browse.batch_status(s, batch_id, int_arg("failures_offset", 0, lo=0))
     if st is None:
         raise NotFound(f"no batch {batch_id}")
     return render_template("batch.html", st=st)

@@ -25,7 +25,7 @@ def register(group: click.Group) -> None:
 @click.option("--debug", is_flag=True, help="Reload on code changes and show tracebacks (never in production).")
 def web(host, port, debug):
     """Serve the review web UI (Flask's development server; use gunicorn at scale:
-    gunicorn -w 4 -b 0.0.0.0:8000 'webui:create_app()')."""
+    gunicorn -k gthread --threads 8 -w 4 -b 0.0.0.0:8000 'webui:create_app()')."""
     cli = _cli()
 
     @cli._friendly

@@ -36,7 +36,7 @@ def request_rescore(settings: Settings) -> str | None:
 
     try:
         check_broker(settings)
-        app.send_task(RESCORE_OPEN, queue=settings.queue, retry=True,
+        app.send_task(RESCORE_OPEN, queue=settings.resolved_jobs_queue, retry=True,
                       retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5})
     except (BrokerUnavailable, OperationalError, OSError) as exc:
         return str(exc).splitlines()[0][:200]
@@ -77,8 +77,9 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
 
 
 def beat_schedule(settings: Settings) -> dict:
-    """The periodic jobs: sweep stalled images; retrain on a cron schedule and/or label count."""
-    opts = {"queue": settings.queue}
+    """The periodic jobs: sweep stalled images; retrain on a cron schedule and/or label count.
+    They go to the jobs queue: behind a scoring backlog they would wait for all of it."""
+    opts = {"queue": settings.resolved_jobs_queue}
     schedule = {
         "requeue-stalled": {"task": "verge.requeue_stalled",
                             "schedule": timedelta(seconds=max(60, settings.requeue_after // 6)),

@@ -33,7 +33,7 @@ from models.encoder import EncoderSpec
 from models.heads import THREE_CLASS, THREE_CLASSES, head_bytes, load_head
 from models.metrics import classification_metrics
 from models.training import (RETRAIN_RECIPE, Recipe, TrainResult, batch_size_for, out_of_fold_probs,
-                             train_head)
+                             predict_rows, train_head)
 from store import active_head as head_guard
 from store import labels as labels_q
 from store import locks
@@ -91,37 +91,39 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
             # its created_at, so labels that arrive while it trains count towards the next run
             labels_as_of = db_now(s)
             agreed = labels_q.consensus(s)
-            vectors = q.stored_embeddings(s, list(agreed.labels), encoder_key)
-            shas = q.hashes_by_id(s, list(vectors))
+            found, X, shas = q.embedding_matrix(s, agreed.labels, encoder_key)
             active = q.active_model(s)
             active_info = ((active.id, q.head_checkpoint(s, active.id), active.encoder)
                            if active else None)
         lease.renew()
-        ids = sorted(vectors)
+        ids = found.tolist()
         out = RetrainOutcome(None, False, "", labels=len(ids), ties=agreed.ties)
         if len(ids) < MIN_LABELS or len({agreed.labels[i] for i in ids}) < 2:
             out.reason = (f"not enough labeled images with embeddings from {encoder_key} "
                           f"({len(ids)}; need {MIN_LABELS} over at least two classes)")
             return out
-        X = np.stack([vectors[i] for i in ids]).astype(np.float32)
         y = np.array([THREE_CLASSES.index(agreed.labels[i]) for i in ids])
-        held = np.array([in_holdout(shas[i], settings.holdout_fraction) for i in ids])
+        held = np.array([in_holdout(sha, settings.holdout_fraction) for sha in shas])
+        del shas
         if held.sum() == 0 or (~held).sum() == 0:
             held = np.zeros(len(ids), bool)
             held[::5] = True  # tiny label sets: every fifth image
+        # index arrays into the one matrix, never copies of its parts
+        train_rows, held_rows = np.flatnonzero(~held), np.flatnonzero(held)
 
         def epoch_hook(stats):
             lease.renew()
             if on_epoch:
                 on_epoch(stats)
 
-        result = train_head(THREE_CLASS, X[~held], y[~held], encoder_key, recipe, on_epoch=epoch_hook)
-        cand = classification_metrics(y[held], result.head.predict(X[held]), THREE_CLASSES)
+        result = train_head(THREE_CLASS, X, y, encoder_key, recipe, on_epoch=epoch_hook, rows=train_rows)
+        cand = classification_metrics(y[held], predict_rows(result.head, X, held_rows), THREE_CLASSES)
         out.candidate = cand
         if active_info and active_info[2] == encoder_key:
             active_head = load_head(active_info[1], encoder_key)
             out.active = classification_metrics(
-                y[held], _expand(active_head.predict(X[held]), active_head.meta.classes), THREE_CLASSES)
+                y[held], _expand(predict_rows(active_head, X, held_rows), active_head.meta.classes),
+                THREE_CLASSES)
             out.active_version_id = active_info[0]
         metric, margin = settings.promote_metric, settings.promote_margin
         if not out.active:

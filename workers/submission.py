@@ -8,6 +8,8 @@ submission to a broker that is down fails with one line and leaves no half-regis
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import logging
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -26,17 +28,12 @@ from verge.settings import Settings
 from .app import SCORE_CHUNK, app, configure
 from .errors import BrokerUnavailable
 
+log = logging.getLogger("verge.submission")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic",
                   ".heif", ".avif", ".jfif", ".ppm", ".pgm", ".pbm"}
 GROUP = 256  # files per registration transaction: bounded memory however large the submission
 STORE_THREADS = max(4, min(8, os.cpu_count() or 1))  # readers/hashers of submitted files (IO-bound)
 PUBLISH_RETRY = {"max_retries": 20, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 3.0}
-
-
-@dataclass
-class Collected:
-    files: list = field(default_factory=list)      # Paths to submit, in order
-    skipped: list = field(default_factory=list)    # (path, reason) not submitted
 
 
 @dataclass
@@ -69,52 +66,99 @@ def _is_path_list(path: Path) -> bool:
     return bool(lines) and all((base / ln).exists() for ln in lines)
 
 
-def collect(paths: Sequence[str | Path], path_lists: Sequence[str | Path] = ()) -> Collected:
-    """Expand the command line: files as given, folders recursively (image suffixes only, hidden
-    entries skipped), and text files of paths (one per line, relative to the list's folder)."""
-    out = Collected()
-    seen: set[Path] = set()
+FOLDER_RULE = "not an image file name (named files are always submitted; folders take image suffixes only)"
 
-    def add(p: Path, explicit: bool):
-        rp = p.resolve()
-        if rp in seen:
+
+def iter_files(paths: Sequence[str | Path], path_lists: Sequence[str | Path] = (),
+               skipped: list | None = None) -> Iterator[str]:
+    """Expand the command line lazily: files as given, folders recursively (image suffixes only,
+    hidden entries skipped, names sorted per folder), and text files of paths (one per line,
+    relative to the list's folder). What is not submitted goes to ``skipped`` as (path, reason).
+
+    Folders are read with ``os.scandir``: an entry's type and inode come from the directory
+    listing itself, so a plain file costs no stat call and the first files reach registration
+    while the rest of the tree is still unread. A file reached twice (named twice, a hard link,
+    a folder given inside another) is yielded once: de-duplicated on (st_dev, st_ino)."""
+    skipped = [] if skipped is None else skipped
+    seen: set[int] = set()
+
+    def first_time(dev: int, ino: int) -> bool:
+        key = (dev << 64) | ino  # one int per file: half the memory of a tuple
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    def walk(folder: str, dev: int) -> Iterator[str]:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append((folder, f"could not list the folder: {exc.strerror or exc}"))
             return
-        if p.is_dir():
-            for root, dirs, names in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(names):
-                    child = Path(root) / name
-                    if name.startswith("."):
-                        continue
-                    if child.suffix.lower() in IMAGE_SUFFIXES:
-                        add(child, explicit=False)
-                    else:
-                        out.skipped.append((child, "not an image file name (named files are always "
-                                                   "submitted; folders take image suffixes only)"))
+        subdirs = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                if e.is_dir():
+                    subdirs.append(e)
+                    continue
+                if not e.is_file():
+                    continue
+                if os.path.splitext(e.name)[1].lower() not in IMAGE_SUFFIXES:
+                    skipped.append((e.path, FOLDER_RULE))
+                    continue
+                if e.is_symlink():
+                    st = e.stat()
+                    fresh = first_time(st.st_dev, st.st_ino)
+                else:  # the listing's d_ino; same device as the folder it is in
+                    fresh = first_time(dev, e.inode())
+            except OSError as exc:
+                skipped.append((e.path, f"could not read: {exc.strerror or exc}"))
+                continue
+            if fresh:
+                yield e.path
+        del entries
+        for d in subdirs:
+            try:
+                st = d.stat()  # a mount point or a symlinked folder has its own device
+            except OSError as exc:
+                skipped.append((d.path, f"could not read: {exc.strerror or exc}"))
+                continue
+            if first_time(st.st_dev, st.st_ino):  # a folder reached twice (or a link loop) once
+                yield from walk(d.path, st.st_dev)
+
+    def add(p: Path, explicit: bool) -> Iterator[str]:
+        try:
+            st = p.stat()
+        except OSError:
+            skipped.append((p, "no such file or folder"))
             return
-        if not p.exists():
-            out.skipped.append((p, "no such file or folder"))
+        if os.path.isdir(p):
+            if first_time(st.st_dev, st.st_ino):
+                yield from walk(str(p), st.st_dev)
             return
         if explicit and _is_path_list(p):
-            read_list(p)
+            yield from read_list(p)
             return
-        seen.add(rp)
-        out.files.append(p)
+        if first_time(st.st_dev, st.st_ino):
+            yield str(p)
 
-    def read_list(lst: Path):
-        for line in lst.read_text("utf-8").splitlines():
-            if line.strip():
-                add(lst.parent / line.strip(), explicit=True)
+    def read_list(lst: Path) -> Iterator[str]:
+        with open(lst, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    yield from add(lst.parent / line.strip(), explicit=True)
 
     for lst in path_lists:
         lst = Path(lst)
         if not lst.is_file():
-            out.skipped.append((lst, "path list not found"))
+            skipped.append((lst, "path list not found"))
             continue
-        read_list(lst)
+        yield from read_list(lst)
     for p in paths:
-        add(Path(p), explicit=True)
-    return out
+        yield from add(Path(p), explicit=True)
 
 
 def new_batch_name() -> str:
@@ -169,7 +213,8 @@ def submit_items(settings: Settings, items: Iterable[tuple[str, Callable[[], byt
     name = batch or new_batch_name()
     with session_scope(url) as s:
         batch_id = q.get_or_create_batch(s, name, source)
-    result = SubmitResult(batch_id, name, skipped=list(skipped))
+    # the same list: a streaming caller keeps adding what it skips while files are submitted
+    result = SubmitResult(batch_id, name, skipped=skipped if isinstance(skipped, list) else list(skipped))
 
     def store(item):
         item_name, read = item
@@ -215,14 +260,23 @@ def submit_items(settings: Settings, items: Iterable[tuple[str, Callable[[], byt
 def submit_paths(settings: Settings, paths: Sequence[str | Path], batch: str | None = None,
                  path_lists: Sequence[str | Path] = (), source: str = "cli",
                  progress_factory=None) -> SubmitResult:
-    found = collect(paths, path_lists)
-    bar = progress_factory(len(found.files)) if progress_factory else None
+    """Submit what ``iter_files`` finds, streaming: registration starts with the first group of
+    files, not after the whole tree was listed (the progress bar has no total)."""
+    skipped: list = []
+    bar = progress_factory(None) if progress_factory else None  # no total: the tree is read as it goes
     try:
-        return submit_items(settings, ((str(p), p.read_bytes) for p in found.files), batch, source,
-                            progress=bar.update if bar else None, skipped=found.skipped)
+        return submit_items(settings, ((p, functools.partial(_read, p))
+                                       for p in iter_files(paths, path_lists, skipped)),
+                            batch, source, progress=bar.update if bar is not None else None,
+                            skipped=skipped)
     finally:
-        if bar:
+        if bar is not None:
             bar.close()
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
 
 
 def _groups(items: Iterable, n: int) -> Iterator[list]:
@@ -236,20 +290,37 @@ def _groups(items: Iterable, n: int) -> Iterator[list]:
         yield group
 
 
+REQUEUE_PAGE = 10_000  # image ids read and re-sent at a time: bounded memory at any backlog
+
+
 def requeue(settings: Settings, batch_id: int | None = None, older_than_s: float | None = None) -> int:
     """Send scoring tasks again for images still ``queued`` (lost messages, a broker restart).
     Safe at any time: scoring skips what is already scored."""
-    with session_scope(settings.resolved_database_url) as s:
-        stmt = select(Image.id).where(Image.status == "queued")
-        if batch_id is not None:
-            stmt = stmt.join(BatchImage, BatchImage.image_id == Image.id).where(BatchImage.batch_id == batch_id)
-        if older_than_s is not None:
-            cutoff = q.utcnow() - dt.timedelta(seconds=older_than_s)
-            stmt = stmt.where((Image.queued_at.is_(None)) | (Image.queued_at < cutoff))
-        ids = list(s.scalars(stmt.order_by(Image.id)))
-    enqueue(settings, ids, batch_id)
-    return len(ids)
+    stmt = select(Image.id).where(Image.status == "queued")
+    if batch_id is not None:
+        stmt = stmt.join(BatchImage, BatchImage.image_id == Image.id).where(BatchImage.batch_id == batch_id)
+    if older_than_s is not None:
+        cutoff = q.utcnow() - dt.timedelta(seconds=older_than_s)
+        stmt = stmt.where((Image.queued_at.is_(None)) | (Image.queued_at < cutoff))
+    sent, last = 0, 0
+    while True:
+        with session_scope(settings.resolved_database_url) as s:
+            ids = list(s.scalars(stmt.where(Image.id > last).order_by(Image.id).limit(REQUEUE_PAGE)))
+        if not ids:
+            return sent
+        enqueue(settings, ids, batch_id)
+        sent, last = sent + len(ids), ids[-1]
 
 
 def requeue_stalled(settings: Settings) -> int:
+    """Beat's sweeper. ``queued_at`` is stamped when a task is sent and again when a worker
+    starts the image's chunk, so an image untouched for ``VERGE_REQUEUE_AFTER`` was never started
+    or was started long ago; it is re-sent only when no scoring message is waiting in the queue:
+    behind a backlog an image that nobody started is waiting its turn, not lost."""
+    from .recovery import waiting_messages
+
+    waiting = waiting_messages(settings)
+    if waiting:
+        log.info("sweeper: %d scoring messages are waiting; nothing is re-sent behind them", waiting)
+        return 0
     return requeue(settings, older_than_s=settings.requeue_after)

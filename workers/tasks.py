@@ -12,7 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from store.db import dispose_engines
 from store.s3 import ObjectStoreUnavailable
 
-from . import metrics, webhooks
+from . import metrics, recovery, webhooks
 from .app import RESCORE_OPEN, SCORE_CHUNK, app, settings_of
 from .scoring import scorer_for
 
@@ -79,7 +79,9 @@ def score_chunk(self, image_ids: list[int], batch_id: int | None = None) -> dict
 def requeue_stalled() -> int:
     from .submission import requeue_stalled as requeue
 
-    return requeue(settings_of(app))
+    settings = settings_of(app)
+    recovery.recover_dead_chunks(settings)
+    return requeue(settings)
 
 
 @worker_process_init.connect
@@ -118,7 +120,7 @@ def retrain(trigger: str = "schedule") -> dict:
         # the moment the promotion commits, before the suspect pass: a run that dies later (or
         # is redelivered) leaves the promotion with its re-score requested; re-scoring twice is
         # harmless (it skips images the active head already scored)
-        rescore_open.apply_async(queue=settings.queue)
+        rescore_open.apply_async(queue=settings.resolved_jobs_queue)
 
     _test_pause("RETRAIN")
     try:

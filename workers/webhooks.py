@@ -85,7 +85,7 @@ def _emit(settings: Settings, event: str, data: dict, dedupe_key: str | None) ->
         configure(settings)  # the web process and the CLI have not necessarily done so yet
     for pk, delivery_id in rows:
         try:
-            app.send_task(DELIVER, args=[pk], queue=settings.queue, retry=True,
+            app.send_task(DELIVER, args=[pk], queue=settings.resolved_jobs_queue, retry=True,
                           retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
         except Exception as exc:
             _record(settings, pk, state="pending", error=f"not queued: {str(exc).splitlines()[0][:200]}")

@@ -1,0 +1,122 @@
+"""The embedded broker loses nothing when a whole worker dies, and the sweeper never re-sends an
+image that is only waiting its turn."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import time
+
+import pytest
+from sqlalchemy import func, select, update
+
+from store.db import session_scope
+from store.schema import Image
+from tests.conftest import verge
+from tests.corpus import jpeg_bytes
+
+
+def _settings(env):
+    from verge.settings import Settings
+
+    return Settings.from_env(env)
+
+
+def _messages(settings) -> list:
+    return sorted((settings.broker_dir / "queue").glob(f"*{settings.queue}*"))
+
+
+def test_sweeper_leaves_waiting_images_alone_and_resends_lost_ones(tiny_env, tmp_path):
+    from workers.submission import requeue_stalled, submit_paths
+
+    env = {**tiny_env, "VERGE_CHUNK_SIZE": "1", "VERGE_REQUEUE_AFTER": "60"}
+    settings = _settings(env)
+    verge(env, "db", "upgrade")
+    for i in range(3):
+        (tmp_path / f"{i}.jpg").write_bytes(jpeg_bytes(i))
+    submit_paths(settings, [tmp_path / f"{i}.jpg" for i in range(3)], "b")
+    url = settings.resolved_database_url
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3)
+    with session_scope(url) as s:  # a backlog longer than VERGE_REQUEUE_AFTER, and no worker
+        s.execute(update(Image).values(queued_at=long_ago))
+    assert len(_messages(settings)) == 3
+    for _ in range(3):  # sweep after sweep: they are waiting, not lost
+        assert requeue_stalled(settings) == 0
+    assert len(_messages(settings)) == 3
+    for m in _messages(settings):  # now the messages are lost (a broker wiped clean)
+        m.unlink()
+    assert requeue_stalled(settings) == 3
+    assert len(_messages(settings)) == 3
+    with session_scope(url) as s:  # sent again: the clock restarted
+        assert s.scalar(select(func.min(Image.queued_at))).replace(tzinfo=dt.timezone.utc) > long_ago
+
+
+def test_a_started_chunk_restarts_the_sweepers_clock(tiny_env, tmp_path):
+    from store import queries as q
+
+    settings = _settings(tiny_env)
+    verge(tiny_env, "db", "upgrade")
+    url = settings.resolved_database_url
+    with session_scope(url) as s:
+        reg = q.register_images(s, None, [("a.jpg", "a" * 64, 1)])
+        s.execute(update(Image).values(queued_at=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)))
+    with session_scope(url) as s:
+        q.count_attempt(s, reg.image_ids)
+    with session_scope(url) as s:
+        im = s.get(Image, reg.image_ids[0])
+        assert im.attempts == 1
+        assert im.queued_at.replace(tzinfo=dt.timezone.utc) > dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+
+
+@pytest.mark.slow
+def test_a_fresh_worker_scores_the_chunk_a_killed_embedded_worker_held(tiny_env, tmp_path,
+                                                                       start_worker):
+    n = 120
+    env = {**tiny_env, "VERGE_CHUNK_SIZE": str(n), "VERGE_DECODE_THREADS": "1",
+           "VERGE_BATCH_SIZE": "4"}
+    settings = _settings(env)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in range(n):  # big enough that the one chunk takes seconds to score
+        (pics / f"{i:03d}.jpg").write_bytes(jpeg_bytes(i, size=(1600, 1200)))
+    out = json.loads(verge(env, "submit", str(pics), "--batch", "k", "--json").stdout)
+    assert out["chunks"] == 1
+    url = settings.resolved_database_url
+
+    def count(*where):
+        with session_scope(url) as s:
+            return s.scalar(select(func.count()).select_from(Image).where(*where))
+
+    worker = start_worker(env)
+    deadline = time.monotonic() + 120
+    while count(Image.attempts > 0) == 0:  # the pool process has begun the chunk
+        assert time.monotonic() < deadline, "the worker never started the chunk"
+        time.sleep(0.05)
+    os.killpg(worker.proc.pid, signal.SIGKILL)  # parent and pool, mid-chunk
+    worker.proc.wait()
+    assert count(Image.status == "queued") == n, "the chunk finished before the kill; make it bigger"
+    assert not _messages(settings), "the filesystem broker kept no message: this is what is lost"
+    start_worker(env)
+    deadline = time.monotonic() + 60
+    while count(Image.status == "scored") < n:
+        assert time.monotonic() < deadline, f"{count(Image.status == 'queued')} images still queued after 60 s"
+        time.sleep(0.5)
+
+
+def test_beat_jobs_and_rescore_have_their_own_queue_and_a_worker_for_it(tiny_env):
+    from pathlib import Path
+
+    import yaml
+
+    from workers.app import beat_schedule
+
+    settings = _settings({**tiny_env, "VERGE_RETRAIN_AFTER_LABELS": "5"})
+    jobs = settings.resolved_jobs_queue
+    assert jobs == f"{settings.queue}-jobs"
+    schedule = beat_schedule(settings)
+    assert {"requeue-stalled", "retrain-cron", "retrain-on-labels"} <= set(schedule)
+    assert {e["options"]["queue"] for e in schedule.values()} == {jobs}
+    compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yml").read_text())
+    assert compose["services"]["worker"]["command"][:3] == ["worker", "--queues", "scoring"]
+    assert compose["services"]["jobs"]["command"][:3] == ["worker", "--queues", "jobs"]

@@ -284,6 +284,16 @@ class ReviewerGold(Base):
     cleared_by: Mapped[int | None] = mapped_column(ForeignKey("user_account.id"))
 
 
+class Guidelines(Base):
+    """The labeling guidelines admins write (Markdown, one row): in the database, so every web
+    server shows the same text whatever machine it runs on (webui/guidelines.py renders it)."""
+    __tablename__ = "guidelines"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    text: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("user_account.id", ondelete="SET NULL"))
+
+
 class JobLock(Base):
     """A named lock with a lease: a holder that crashes stops renewing it, and once
     ``expires_at`` passes the next job may take it over (two retrains never run at once)."""

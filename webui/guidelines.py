@@ -1,24 +1,23 @@
 """Labeling guidelines that admins write in Markdown and reviewers open with ``?``.
 
-The text is kept in ``<data_dir>/guidelines.md`` (written atomically). It is rendered by
-markdown-it-py with raw HTML switched off (so ``<script>`` is shown as text) and the result is
-cleaned once more by nh3 (an allow-list HTML sanitiser): no scripts, no event handlers, no
-``javascript:`` links, whatever an admin pastes in.
+The text is kept in the database (store/guidelines.py), so every web server shows the same. It is
+rendered by markdown-it-py with raw HTML switched off (so ``<script>`` is shown as text) and the
+result is cleaned once more by nh3 (an allow-list HTML sanitiser): no scripts, no event handlers,
+no ``javascript:`` links, whatever an admin pastes in.
 """
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import nh3
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 from werkzeug.exceptions import BadRequest
 
+from store import guidelines as store_guidelines
+
 from .auth import admin_required
-from .context import settings
+from .context import db
 
 bp = Blueprint("guidelines", __name__)
 MAX_CHARS = 50_000
@@ -29,15 +28,9 @@ ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "th": {"al
               "td": {"align"}, "ol": {"start"}}
 
 
-def path() -> Path:
-    return settings().data_dir / "guidelines.md"
-
-
 def text() -> str:
-    try:
-        return path().read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return ""
+    with db() as s:
+        return store_guidelines.text(s)
 
 
 def render(source: str) -> Markup:
@@ -56,12 +49,8 @@ def rendered() -> Markup | None:
 
 
 def save(source: str) -> None:
-    target = path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".guidelines-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(source)
-    os.replace(tmp, target)
+    with db() as s:
+        store_guidelines.save(s, source, current_user.id)
 
 
 @bp.get("/review/guidelines")

@@ -52,10 +52,14 @@ def test_no_serious_or_critical_violation_on_any_page(live_app, chromium, seed, 
     base, _ = live_app
     ids = seed_showcase(seed)
     name = "ada" if role == "admin" else "rob"
-    (seed.settings.data_dir / "guidelines.md").write_text(
-        "# When is it a road?\n\nA **paved or gravel** track wide enough for a car.\n\n"
-        "* field: crops, grass, no track\n* road and field: both, neither dominating\n\n"
-        "See [the survey manual](https://example.org/manual).\n")
+    from store import guidelines as store_guidelines
+    from store.db import session_scope
+
+    with session_scope(seed.url) as s:
+        store_guidelines.save(
+            s, "# When is it a road?\n\nA **paved or gravel** track wide enough for a car.\n\n"
+               "* field: crops, grass, no track\n* road and field: both, neither dominating\n\n"
+               "See [the survey manual](https://example.org/manual).\n", None)
     if role == "admin":  # somebody holds images: the queue page offers to release them
         from store import review as store_review
         from store.db import session_scope

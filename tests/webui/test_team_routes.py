@@ -187,6 +187,12 @@ def test_guidelines_are_markdown_rendered_safely_and_only_admins_edit(as_user, s
               "[bad](javascript:alert(1)) [good](https://example.org/guide)\n\n"
               "| class | when |\n|---|---|\n| road | asphalt |\n")
     assert form(ada, "/admin/guidelines", guidelines=source).status_code == 302
+    # kept in the database, where every web server reads it, not in this server's data dir
+    from store import guidelines as store_guidelines
+
+    with session_scope(seed.url) as s:
+        assert store_guidelines.text(s) == source
+    assert not list(seed.settings.data_dir.rglob("guidelines*"))
     for page in (rob.get("/review/guidelines"), rob.get("/review")):
         html = page.get_data(as_text=True)
         assert "<h2>Roads</h2>" in html and "<strong>track</strong>" in html and "<td>asphalt</td>" in html

@@ -33,7 +33,7 @@ def register(main: click.Group) -> None:
         from store.db import session_scope
         from store.queries import _chunks
         from store.schema import Image
-        from workers.submission import collect, submit_paths
+        from workers.submission import iter_files, submit_paths
 
         if not folder.is_dir():
             raise UserError(f"{folder} is not a folder")
@@ -46,7 +46,7 @@ def register(main: click.Group) -> None:
         _migrated(settings)
         marked = 0
         for cls, d in groups.items():
-            files = collect([d]).files
+            files = [Path(f) for f in iter_files([d])]
             if not files:
                 continue
             result = submit_paths(settings, [d], batch_name)

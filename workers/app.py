@@ -149,10 +149,14 @@ def configure(settings: Settings) -> Celery:
     if getattr(app, "verge_settings", None) is not None and (
             app.conf.broker_url, app.conf.broker_transport_options) != (
             config["broker_url"], config["broker_transport_options"]):
-        # kombu pools connections per app; a pool made for another broker (or another data
-        # dir's folders, which share one filesystem:// URL) must not carry on
-        app.pool.force_close_all()
+        # kombu pools connections and producers per broker URL, process-wide; a pool made for
+        # another broker (or another data dir's folders, which share one filesystem:// URL) must
+        # not carry on, and neither may a closed one be handed out later for the same URL
+        from kombu import pools
+
+        pools.reset()
         app._pool = None
+        app.amqp._producer_pool = None
     app.verge_settings = settings
     app.conf.update(config)
     app.amqp.queues = app.conf.task_queues  # rebuilt for this broker (a cached property)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from .queries import _chunks
 from .schema import (
-    CLASSES, GoldImage, GoldTask, Image, Label, Prediction, ReviewerGold, ReviewTask, User, utcnow,
+    CLASSES, GoldImage, GoldTask, Image, Label, Prediction, ReviewerGold, ReviewTask, utcnow,
 )
 
 RT = ReviewTask.__table__

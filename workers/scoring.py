@@ -20,6 +20,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import IntegrityError
+
 from models.encoder import Encoder, EncoderSpec, load_encoder
 from models.heads import THREE_CLASS, Head, load_head
 from models.pipeline import embed_keys, stack

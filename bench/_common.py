@@ -429,8 +429,8 @@ def activate_random_head(url: str, encoder: str, pretrained: str, dim: int, mode
 
     from models.encoder import EncoderSpec
     from models.heads import new_binary_head, save_head
-    from store import queries as q
     from store.db import session_scope
+    from store.model_versions import activate_model
     from store.schema import ModelVersion
 
     key = EncoderSpec(encoder, pretrained).key
@@ -441,7 +441,7 @@ def activate_random_head(url: str, encoder: str, pretrained: str, dim: int, mode
                           metrics={}, state="candidate", note="bench: random head")
         s.add(mv)
         s.flush()
-        q.activate_model(s, mv.id)
+        activate_model(s, mv.id)
         return mv.id
 
 

@@ -44,7 +44,7 @@ import _common as C  # noqa: E402
 
 REVIEWERS = 20
 DIM = 512
-CLASSES = ("field", "road", "road_and_field")  # models.heads.THREE_CLASSES, store.schema.CLASSES
+CLASSES = ("field", "road", "road_and_field")  # models.classes.CLASSES
 MIX = (0.30, 0.60, 0.10)  # field, road, road_and_field: road-heavy, like the product's traffic
 MISTAKES = 0.01           # labels that name another class than the vector's
 FOLDER = "training:/bench/folder"
@@ -93,7 +93,7 @@ def centroids(rng: np.random.Generator) -> np.ndarray:
 
 def vectors(rng: np.random.Generator, centres: np.ndarray, y: np.ndarray, noise: float) -> np.ndarray:
     x = centres[y] + rng.standard_normal((len(y), DIM), dtype=np.float32) * noise
-    return _unit(x).astype("<f4")  # store/queries.pack_vector's format: float32 little-endian
+    return _unit(x).astype("<f4")  # store/embeddings.pack_vector's format: float32 little-endian
 
 
 # --------------------------------------------------------------------------- loading
@@ -198,16 +198,17 @@ def activate_previous_head(url: str, settings, encoder_key: str, n: int) -> tupl
     the labels, recorded as the active version. The candidate has to beat it on held-out labels."""
     from models.heads import THREE_CLASS, save_head
     from models.training import RETRAIN_RECIPE, train_head
-    from store import queries as q
     from store.db import session_scope
+    from store.embeddings import stored_embeddings
     from store.labels import consensus
+    from store.model_versions import activate_model
     from store.schema import ModelVersion
 
     k = max(50, n // 50)
     with session_scope(url) as s:
         agreed = consensus(s)
         ids = sorted(agreed.labels)[:k]
-        vecs = q.stored_embeddings(s, ids, encoder_key)
+        vecs = stored_embeddings(s, ids, encoder_key)
     X = np.stack([vecs[i] for i in ids])
     y = np.array([CLASSES.index(agreed.labels[i]) for i in ids])
     head = train_head(THREE_CLASS, X, y, encoder_key, RETRAIN_RECIPE).head
@@ -218,7 +219,7 @@ def activate_previous_head(url: str, settings, encoder_key: str, n: int) -> tupl
                           note=f"bench: trained on {k} labels")
         s.add(mv)
         s.flush()
-        q.activate_model(s, mv.id)
+        activate_model(s, mv.id)
         return mv.id, head.meta.metrics
 
 
@@ -260,8 +261,10 @@ def main(argv=None) -> None:
     from sqlalchemy import text
 
     import migrations
+    import store.embeddings
+    import store.images
     import store.labels
-    import store.queries
+    import store.model_versions
     import workers.retrain as R
     from models.encoder import EncoderSpec
     from models.training import RETRAIN_RECIPE
@@ -296,9 +299,9 @@ def main(argv=None) -> None:
 
     ph = Phases()
     ph.wrap(store.labels, "consensus", "read")
-    ph.wrap(store.queries, "stored_embeddings", "read")
-    ph.wrap(store.queries, "hashes_by_id", "read")
-    ph.wrap(store.queries, "active_model", "read")
+    ph.wrap(store.embeddings, "stored_embeddings", "read")
+    ph.wrap(store.images, "hashes_by_id", "read")
+    ph.wrap(store.model_versions, "active_model", "read")
     ph.wrap(R, "train_head", "train")
     ph.wrap(R, "classification_metrics", "judge")
     ph.wrap(R, "load_head", "judge")

@@ -205,8 +205,8 @@ RESCORE = """
 import json, sys
 import numpy as np
 from models.heads import THREE_CLASS, new_head, save_head
-from store import queries as q
 from store.db import session_scope
+from store.model_versions import activate_model
 from store.schema import ModelVersion
 from verge.settings import Settings
 from workers.scoring import Scorer
@@ -220,7 +220,7 @@ with session_scope(settings.resolved_database_url) as s:  # a promotion, as retr
                       path=str(path.resolve()), metrics={}, state="candidate")
     s.add(mv)
     s.flush()
-    q.activate_model(s, mv.id)
+    activate_model(s, mv.id)
 print(json.dumps(scorer.rescore_open_tasks()))
 """
 

@@ -301,7 +301,7 @@ def main(argv=None) -> None:
     if not C.postgres_available():
         raise SystemExit(f"bench: no Postgres at {C.pg_admin_url()} (set VERGE_DATABASE_URL to a server)")
     import migrations
-    from store import browse, queries as q, review
+    from store import browse, images, review
     from sqlalchemy import text
 
     from store.db import get_engine
@@ -392,8 +392,8 @@ def main(argv=None) -> None:
     res["queue"] = report("review queue overview (store.review.queue_overview)", ms)
     ms, _ = timed(url, lambda s, i: review.open_count(s), h)
     report("open task count (store.review.open_count, review page)", ms)
-    ms, _ = timed(url, lambda s, i: q.totals(s), h)
-    report("totals (store.queries.totals, `verge status`)", ms)
+    ms, _ = timed(url, lambda s, i: images.totals(s), h)
+    report("totals (store.images.totals, `verge status`)", ms)
     met = res["claim"]["p95"] <= 25 and res["label"]["p95"] <= 25
     print(f"# goal (p95 <= 25 ms for claim-next and post-label): {'met' if met else 'NOT met'}")
 

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .classes import BINARY_CLASSES
+from .classes import CLASSES as THREE_CLASSES  # the three-class head outputs every class
 from .errors import HeadMismatch
 
 BINARY = "binary"
-BINARY_CLASSES = ("field", "road")
 THREE_CLASS = "three_class"
-THREE_CLASSES = ("field", "road", "road_and_field")
 HIDDEN = 256
 
 

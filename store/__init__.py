@@ -1,2 +1,3 @@
-"""Persistence: schema, engines and sessions, blob storage, and the queries verge runs.
+"""Persistence, one concept a module (README: the folder table): schema, engines and sessions,
+blob storage, images, predictions, embeddings, review tasks, labels, model versions.
 Knows nothing of torch or Celery."""

@@ -17,7 +17,9 @@ from typing import Iterable, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .schema import CLASSES, Label, ReviewTask, User
+from models.classes import CLASSES
+
+from .schema import Label, ReviewTask, User
 
 BULK = "bulk"
 # Gaps between one reviewer's consecutive labels longer than this are breaks, not work: labels

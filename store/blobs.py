@@ -102,9 +102,3 @@ class BlobStore:
             return path.read_bytes()
         except FileNotFoundError:
             raise BlobNotFound(f"blob {key} is missing from {self.root}") from None
-
-    def exists(self, key: str) -> bool:
-        try:
-            return self.path_for(key).exists()
-        except BlobNotFound:
-            return False

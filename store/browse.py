@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import Integer, and_, cast, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from . import queries as q
+from . import images
+from .review import has_reason
 from .schema import (
     Batch, BatchImage, Image, Label, ModelVersion, Prediction, ReviewTask, User, utcnow,
 )
@@ -26,16 +27,6 @@ class BrowseFilter:
     routed: bool | None = None         # sent to review at least once
     labeled: bool | None = None        # has any label
     reason: str | None = None          # one routing reason, e.g. near_threshold
-
-
-def has_reason(col, reason: str):
-    """``col`` (comma-separated reasons) lists ``reason``. Spelled as LIKEs on the column itself,
-    not on ``',' || col || ','``: Postgres estimates these from the column's statistics (a few
-    distinct values) and so walks the newest images first; the concatenation has no statistics
-    and its default estimate (a handful of rows) made it collect every match first."""
-    return or_(col == reason, col.startswith(f"{reason},", autoescape=True),
-               col.endswith(f",{reason}", autoescape=True),
-               col.contains(f",{reason},", autoescape=True))
 
 
 def score_in(lo: float | None, hi: float | None, pred=Prediction):
@@ -114,12 +105,12 @@ def image_history(session: Session, image_id: int) -> dict | None:
 
 # --------------------------------------------------------------------------- batches
 def batches_page(session: Session, before: int | None = None, limit: int = 50) -> list[tuple[Batch, dict]]:
-    """Batches newest first, with the progress counts of ``queries.batch_counts``."""
+    """Batches newest first, with the progress counts of ``images.batch_counts``."""
     stmt = select(Batch).order_by(Batch.id.desc()).limit(limit)
     if before is not None:
         stmt = stmt.where(Batch.id < before)
     batches = list(session.scalars(stmt))
-    counts = q.batch_counts(session, [b.id for b in batches]) if batches else {}
+    counts = images.batch_counts(session, [b.id for b in batches]) if batches else {}
     empty = {"total": 0, "registered": 0, "queued": 0, "scored": 0, "failed": 0, "routed": 0}
     return [(b, counts.get(b.id, empty)) for b in batches]
 
@@ -132,10 +123,10 @@ def batch_status(session: Session, ref: str | int, failures_offset: int = 0,
     """The same keys as ``verge status BATCH --json``; ``failures`` is one page of the failed
     images (by name), ``failures_offset`` where it starts: a batch with thousands of failures
     is never read whole for a page view."""
-    batch = q.find_batch(session, ref)
+    batch = images.find_batch(session, ref)
     if batch is None:
         return None
-    counts = q.batch_counts(session, [batch.id]).get(batch.id, {})
+    counts = images.batch_counts(session, [batch.id]).get(batch.id, {})
     labeled = session.scalar(
         select(func.count(func.distinct(Label.image_id)))
         .join(BatchImage, BatchImage.image_id == Label.image_id)
@@ -146,7 +137,7 @@ def batch_status(session: Session, ref: str | int, failures_offset: int = 0,
             "scored": counts.get("scored", 0), "failed": counts.get("failed", 0),
             "routed": counts.get("routed", 0), "labeled": labeled or 0,
             "failures": [{"name": n, "reason": r} for n, r in
-                         q.failed_images(session, batch.id, failures_limit, failures_offset)],
+                         images.failed_images(session, batch.id, failures_limit, failures_offset)],
             "failures_offset": failures_offset}
 
 

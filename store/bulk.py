@@ -16,8 +16,10 @@ from typing import Sequence
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
+from models.classes import CLASSES
+
 from . import overlap
-from .schema import CLASSES, Label, ReviewTask, utcnow
+from .schema import Label, ReviewTask, utcnow
 
 SOURCE = "bulk"
 MAX_IMAGES = 100

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from .schema import CLASSES, Image, Label, ReviewSkip, ReviewTask, utcnow
+from models.classes import CLASSES
+
+from .schema import Image, Label, ReviewSkip, ReviewTask, utcnow
 
 CORRECTION = "correction"
 

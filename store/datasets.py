@@ -19,9 +19,12 @@ from typing import Callable, Iterable, Iterator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from models.classes import CLASSES
+
+from .embeddings import unpack_vector
 from .labels import export_rows
-from .queries import _chunks, unpack_vector
-from .schema import CLASSES, Embedding, Image, Prediction
+from .schema import Embedding, Image, Prediction
+from .sql import chunks
 
 DATASET_FORMATS = ("imagefolder", "hf")
 # suffixes the Hugging Face imagefolder loader picks up (its list is longer; these are what
@@ -181,7 +184,7 @@ def write_dataset(session: Session, blobs, out_dir: Path, fmt: str, batch_id: in
                 continue
             ids = [r["image_id"] for r in keep]
             keys, encoders = {}, {}
-            for part in _chunks(ids):
+            for part in chunks(ids):
                 for iid, key, enc in session.execute(
                         select(Image.id, Image.storage_key, Prediction.encoder)
                         .outerjoin(Prediction, Prediction.id == Image.latest_prediction_id)
@@ -252,7 +255,7 @@ class _MetadataWriter:
 def _embeddings(session: Session, encoders: dict[int, str | None]) -> dict[int, list[float]]:
     out = {}
     ids = [i for i, e in encoders.items() if e]
-    for part in _chunks(ids):
+    for part in chunks(ids):
         for iid, enc, blob in session.execute(select(Embedding.image_id, Embedding.encoder, Embedding.vector)
                                               .where(Embedding.image_id.in_(part))):
             if enc == encoders[iid]:

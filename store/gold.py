@@ -18,10 +18,12 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .queries import _chunks
+from models.classes import CLASSES
+
 from .schema import (
-    CLASSES, GoldImage, GoldTask, Image, Label, Prediction, ReviewerGold, ReviewTask, utcnow,
+    GoldImage, GoldTask, Image, Label, Prediction, ReviewerGold, ReviewTask, utcnow,
 )
+from .sql import chunks
 
 RT = ReviewTask.__table__
 _rng = random.SystemRandom()
@@ -194,7 +196,7 @@ def apply_to_consensus(session: Session, out) -> None:
     bad = flagged(session)
     touched = (set(session.scalars(select(Label.image_id).where(Label.user_id.in_(bad))))
                if bad else set())
-    for part in _chunks(sorted(touched)):
+    for part in chunks(sorted(touched)):
         _drop_flagged(session, out, bad, part)
     for image_id, cls in session.execute(select(GoldImage.image_id, GoldImage.cls)):
         out.labels[image_id] = cls

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from .queries import _chunks, _ids_by_sha, insert_ignore
+from .images import ids_by_sha
 from .schema import BatchImage, Image, Label
+from .sql import chunks, insert_ignore
 
 
 @dataclass
@@ -32,7 +33,7 @@ def adopt_hashes(session: Session, hashes: dict[int, str]) -> Adopted:
     out = Adopted()
     if not hashes:
         return out
-    keeper = dict(_ids_by_sha(session, sorted(set(hashes.values()))))
+    keeper = dict(ids_by_sha(session, sorted(set(hashes.values()))))
     named = []
     for iid in sorted(hashes):  # the lowest id of equal bytes in this chunk keeps them
         sha = hashes[iid]
@@ -47,7 +48,7 @@ def adopt_hashes(session: Session, hashes: dict[int, str]) -> Adopted:
     if not out.merged:
         return out
     dups = list(out.merged)
-    for part in _chunks(dups):
+    for part in chunks(dups):
         links = session.execute(select(BatchImage.batch_id, BatchImage.image_id, BatchImage.source_name,
                                        BatchImage.added_at).where(BatchImage.image_id.in_(part))).all()
         insert_ignore(session, BatchImage, [
@@ -58,9 +59,9 @@ def adopt_hashes(session: Session, hashes: dict[int, str]) -> Adopted:
         session.execute(delete(BatchImage).where(BatchImage.image_id.in_(part)))
         session.execute(delete(Image).where(Image.id.in_(part)))
     firsts = sorted(set(out.merged.values()))
-    for part in _chunks(firsts):  # e.g. a training image nobody asked to score: it is asked now
+    for part in chunks(firsts):  # e.g. a training image nobody asked to score: it is asked now
         out.woken += list(session.scalars(select(Image.id).where(Image.id.in_(part),
                                                                  Image.status == "registered")))
-    for part in _chunks(out.woken):
+    for part in chunks(out.woken):
         session.execute(update(Image).where(Image.id.in_(part)).values(status="queued"))
     return out

@@ -25,9 +25,11 @@ from typing import Any, Callable, Iterable, Iterator
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from models.classes import CLASSES
+
 from .labels import export_rows
-from .queries import _chunks
-from .schema import CLASSES, Image, Label, ReviewTask, User, utcnow
+from .schema import Image, Label, ReviewTask, User, utcnow
+from .sql import chunks
 
 FROM_NAME = "choice"
 TO_NAME = "image"
@@ -193,11 +195,11 @@ def import_export(session: Session, data: Any, user_map: dict[str, str],
     anns = parse_export(data, report)
     shas = {a.image_ref[0] for a in anns if a.image_ref[0]}
     by_sha: dict[str, int] = {}
-    for part in _chunks(sorted(shas)):
+    for part in chunks(sorted(shas)):
         by_sha.update(dict(session.execute(select(Image.sha256, Image.id).where(Image.sha256.in_(part))).all()))
     ids = {a.image_ref[1] for a in anns if not a.image_ref[0] and isinstance(a.image_ref[1], int)}
     known_ids: set[int] = set()
-    for part in _chunks(sorted(ids)):
+    for part in chunks(sorted(ids)):
         known_ids.update(session.scalars(select(Image.id).where(Image.id.in_(part))))
     keep = []
     for a in anns:
@@ -229,7 +231,7 @@ def import_export(session: Session, data: Any, user_map: dict[str, str],
 
     sources = {f"{SOURCE_PREFIX}{a.annotation_id}" for a in keep}
     seen: set[tuple[int, str]] = set()
-    for part in _chunks(sorted(sources)):
+    for part in chunks(sorted(sources)):
         seen.update(session.execute(select(Label.image_id, Label.source).where(Label.source.in_(part))).all())
     labeled = set()
     for a in keep:
@@ -244,7 +246,7 @@ def import_export(session: Session, data: Any, user_map: dict[str, str],
         labeled.add(a.image_id)
     # an open review task for an image a person has now labeled elsewhere waits for nobody;
     # claimed ones are left to the reviewer holding them
-    for part in _chunks(sorted(labeled)):
+    for part in chunks(sorted(labeled)):
         report.tasks_closed += session.execute(
             update(ReviewTask).where(ReviewTask.image_id.in_(part), ReviewTask.state == "open")
             .values(state="done", updated_at=utcnow())).rowcount or 0

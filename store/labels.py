@@ -9,10 +9,10 @@ from typing import Iterator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .queries import _id_in
-from .schema import Batch, BatchImage, Image, Label, ModelVersion, Prediction, User
+from .schema import Batch, BatchImage, Image, Label, ModelVersion, Prediction, User, utcnow
+from .sql import chunks, id_in
 
-TRAINING_PREFIX = "training:"
+TRAINING_PREFIX = "training:"  # a training folder's labels: source "training:<folder>"
 
 
 @dataclass
@@ -64,6 +64,14 @@ def consensus(session: Session) -> Consensus:
     return out
 
 
+def replace_source_labels(session: Session, source: str, labels: dict[int, str]) -> None:
+    """Set the labels a non-human source (a training folder) gives; re-running replaces them."""
+    for part in chunks(list(labels)):
+        session.execute(Label.__table__.delete().where(Label.source == source, Label.image_id.in_(part)))
+    now = utcnow()
+    session.add_all([Label(image_id=i, source=source, cls=c, created_at=now) for i, c in labels.items()])
+
+
 def labels_since(session: Session, since) -> int:
     q = select(func.count()).select_from(Label).where(Label.user_id.is_not(None))
     if since is not None:
@@ -107,7 +115,7 @@ def _export_page(session: Session, rows) -> Iterator[dict]:
     human: dict[int, Counter] = defaultdict(Counter)
     folder: dict[int, Counter] = defaultdict(Counter)
     batches: dict[int, list] = defaultdict(list)
-    for match in _id_in(session, Label.image_id, ids):
+    for match in id_in(session, Label.image_id, ids):
         for iid, user_id, name, cls, at in session.execute(
                 select(Label.image_id, Label.user_id, User.name, Label.cls, Label.created_at)
                 .outerjoin(User, User.id == Label.user_id).where(match).order_by(Label.id)):
@@ -116,7 +124,7 @@ def _export_page(session: Session, rows) -> Iterator[dict]:
                 continue
             newest[iid, user_id] = cls  # one vote per person, as consensus counts them
             people[iid].append({"reviewer": name, "class": cls, "at": at.isoformat()})
-    for match in _id_in(session, BatchImage.image_id, ids):
+    for match in id_in(session, BatchImage.image_id, ids):
         for iid, bname in session.execute(select(BatchImage.image_id, Batch.name)
                                           .join(Batch, Batch.id == BatchImage.batch_id).where(match)):
             batches[iid].append(bname)

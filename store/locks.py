@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from .clock import db_now
 from .db import session_scope
-from .queries import insert_ignore
 from .schema import JobLock
+from .sql import insert_ignore
 
 
 class LockBusy(RuntimeError):

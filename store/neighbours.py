@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .queries import _chunks
+from .sql import chunks
 from .schema import Embedding, Prediction
 
 IVF_MIN = 200_000
@@ -121,7 +121,7 @@ class NeighbourIndex:
         fresh = sorted({iid for _, iid in rows
                         if iid >= len(self.known) or not self.known[iid]})
         added = 0
-        for part in _chunks(fresh):
+        for part in chunks(fresh):
             got = session.execute(select(Embedding.image_id, Embedding.vector).where(
                 Embedding.encoder == self.encoder, Embedding.image_id.in_(part))).all()
             if got:

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
+from models.classes import CLASSES
+
 from .clock import db_now
-from .schema import CLASSES, Image, Label, Prediction, ReviewClaim, ReviewTask, User, utcnow
+from .schema import Image, Label, ReviewClaim, ReviewTask, User, utcnow
 
 RT = ReviewTask.__table__
 RC = ReviewClaim.__table__
@@ -140,12 +142,14 @@ def conflicts(session: Session, limit: int = 200) -> list[dict]:
         select(RT.c.id, RT.c.image_id, RT.c.updated_at, Image.source_name)
         .join(Image, Image.id == RT.c.image_id)
         .where(RT.c.state == "conflict").order_by(RT.c.updated_at, RT.c.id).limit(limit)).all()
-    votes = _reviews(session, [t.id for t in tasks])
+    votes = reviews(session, [t.id for t in tasks])
     return [{"task_id": t.id, "image_id": t.image_id, "source_name": t.source_name,
              "since": t.updated_at, "reviews": votes.get(t.id, [])} for t in tasks]
 
 
-def _reviews(session: Session, task_ids: list[int]) -> dict[int, list[dict]]:
+def reviews(session: Session, task_ids: list[int]) -> dict[int, list[dict]]:
+    """Each reviewer's label on each task, oldest first (the conflicts list, and the
+    adjudication page through store/review.py ``task_details``)."""
     out: dict[int, list[dict]] = {}
     if not task_ids:
         return out
@@ -156,30 +160,6 @@ def _reviews(session: Session, task_ids: list[int]) -> dict[int, list[dict]]:
         out.setdefault(tid, []).append({"reviewer": name, "class": cls, "source": source,
                                         "at": at})
     return out
-
-
-def conflict_details(session: Session, task_id: int) -> dict | None:
-    """What the adjudication page shows: the image, both judges' scores, each review."""
-    row = session.execute(
-        select(ReviewTask, Image, Prediction).join(Image, Image.id == ReviewTask.image_id)
-        .outerjoin(Prediction, Prediction.id == ReviewTask.prediction_id)
-        .where(ReviewTask.id == task_id)).first()
-    if row is None:
-        return None
-    task, image, pred = row
-    if pred is None:
-        pred = session.scalar(select(Prediction).where(Prediction.image_id == image.id)
-                              .order_by(Prediction.id.desc()).limit(1))
-    return {
-        "task_id": task.id, "state": task.state, "final_cls": task.final_cls,
-        "adjudicated": task.adjudicated_by is not None,
-        "image_id": image.id, "source_name": image.source_name,
-        "head_p_road": pred.p_road if pred else None,
-        "head_class": pred.predicted_class if pred and pred.p_road is not None else None,
-        "zs_p_road": pred.zs_p_road if pred else None,
-        "zs_class": pred.zs_class if pred else None,
-        "reviews": _reviews(session, [task.id]).get(task.id, []),
-    }
 
 
 def adjudicate(session: Session, task_id: int, admin_id: int, cls: str) -> str:

@@ -10,6 +10,11 @@ picked with ``SELECT ... FOR UPDATE SKIP LOCKED`` inside the UPDATE, so concurre
 skip each other's rows instead of queueing on them; on SQLite the whole UPDATE runs under the
 database's single write lock, which makes the same statement atomic.
 
+Every other write of review tasks that follows from scoring lives here too (the bottom of the
+file): a chunk opens tasks for the predictions it routed, retraining for suspect labels, a
+re-score resolves or refreshes them, a rollback reopens them. A task's routing reasons are read
+with ``split_reasons`` and matched with ``has_reason``, here only.
+
 The lease rule for labels (also in ``webui/README.md``):
 
 * A label is always stored (a reviewer's click is never thrown away), once per task and
@@ -25,16 +30,20 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
-from sqlalchemy import Integer, Row, case, delete, exists, func, literal, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    DateTime, Integer, Row, bindparam, case, delete, exists, func, literal, or_, select, text, update,
+)
+from sqlalchemy.orm import Session, aliased
+
+from models.classes import CLASSES
 
 from .clock import db_now
 from .schema import (
-    CLASSES, Batch, BatchImage, Image, Label, Prediction, ReviewClaim, ReviewSkip, ReviewTask,
-    User, utcnow,
+    Batch, BatchImage, Image, Label, Prediction, ReviewClaim, ReviewSkip, ReviewTask, User, utcnow,
 )
+from .sql import chunks, id_in, insert_ignore
 
 MAX_EXCLUDE = 8
 # The writes below are Core statements on the tables: the ORM's bulk-UPDATE bookkeeping would
@@ -248,24 +257,26 @@ def undo(session: Session, user_id: int, owner: str, lease_s: float,
     return UndoOutcome(label.id, label.task_id, label.image_id, label.cls, reopened)
 
 
-def task_details(session: Session, task_id: int) -> dict | None:
-    """What a reviewer sees for a task: the image, the scores that routed it, its batches."""
+def task_details(session: Session, task_id: int, adjudication: bool = False) -> dict | None:
+    """What a reviewer sees for a task: the image, the scores that routed it (the task's
+    prediction; for a task opened without one, the image's current one), its batches. With
+    ``adjudication`` (an admin's page for a conflict, store/overlap.py) also the task's final
+    class and every reviewer's label, which the review page and the API never show (blind
+    review)."""
     row = session.execute(
         select(ReviewTask, Image, Prediction).join(Image, Image.id == ReviewTask.image_id)
-        .outerjoin(Prediction, Prediction.id == ReviewTask.prediction_id)
+        .outerjoin(Prediction, Prediction.id == func.coalesce(ReviewTask.prediction_id,
+                                                              Image.latest_prediction_id))
         .where(ReviewTask.id == task_id)).first()
     if row is None:
         return None
     task, image, pred = row
-    if pred is None:  # a task opened without naming its prediction: show the newest one
-        pred = session.scalar(select(Prediction).where(Prediction.image_id == image.id)
-                              .order_by(Prediction.id.desc()).limit(1))
     batches = list(session.scalars(
         select(Batch.name).join(BatchImage, BatchImage.batch_id == Batch.id)
         .where(BatchImage.image_id == image.id).order_by(Batch.id).limit(5)))
-    return {
+    out = {
         "task_id": task.id, "state": task.state, "priority": task.priority,
-        "reasons": [r for r in (task.reasons or "").split(",") if r],
+        "reasons": split_reasons(task.reasons),
         "lease_owner": task.lease_owner, "lease_expires_at": iso_utc(task.lease_expires_at),
         "image_id": image.id, "source_name": image.source_name, "width": image.width,
         "height": image.height, "sha256": image.sha256, "batches": batches,
@@ -275,6 +286,12 @@ def task_details(session: Session, task_id: int) -> dict | None:
             "predicted_class": pred.predicted_class, "zs_p_road": pred.zs_p_road,
             "zs_probs": pred.zs_probs, "zs_class": pred.zs_class},
     }
+    if adjudication:
+        from .overlap import reviews
+
+        out.update(final_cls=task.final_cls, adjudicated=task.adjudicated_by is not None,
+                   reviews=reviews(session, [task.id]).get(task.id, []))
+    return out
 
 
 def open_count(session: Session) -> int:
@@ -293,7 +310,7 @@ def queue_overview(session: Session, active_window_s: float = 3600) -> dict:
     by_reason: dict[str, int] = {}
     for reasons, n in session.execute(select(ReviewTask.reasons, func.count())
                                       .where(claimable).group_by(ReviewTask.reasons)):
-        for r in (reasons or "(none)").split(","):
+        for r in split_reasons(reasons) or ["(none)"]:
             by_reason[r] = by_reason.get(r, 0) + n
     by_batch = session.execute(
         select(Batch.id, Batch.name, func.count(), func.min(ReviewTask.created_at))
@@ -344,3 +361,143 @@ def _insert_ignore(session: Session, table, values, returning=None, from_select=
         session.execute(stmt)
         return None
     return session.execute(stmt.returning(*returning)).first()
+
+
+# --------------------------------------------------------------------------- routing reasons
+# A task's ``reasons`` is the comma-separated list workers/routing.py wrote ("near_threshold,audit").
+def split_reasons(reasons: str | None) -> list[str]:
+    return [r for r in (reasons or "").split(",") if r]
+
+
+def has_reason(col, reason: str):
+    """``col`` (comma-separated reasons) lists ``reason`` itself: "audit" does not match
+    "audit_x". Spelled as LIKEs on the column itself, not on ``',' || col || ','``: Postgres
+    estimates these from the column's statistics (a few distinct values) and so walks the newest
+    images first; the concatenation has no statistics and its default estimate (a handful of
+    rows) made it collect every match first."""
+    return or_(col == reason, col.startswith(f"{reason},", autoescape=True),
+               col.endswith(f",{reason}", autoescape=True),
+               col.contains(f",{reason},", autoescape=True))
+
+
+# --------------------------------------------------------------------------- tasks the scorer
+# and retraining open, a re-score settles, a rollback reopens
+def open_routed_tasks(session: Session, routed: Sequence[tuple[Row, float]], now) -> None:
+    """A task for each newly written prediction a chunk routed, (row, priority): the partial
+    unique index keeps one open task per image, so an image that has one keeps it."""
+    insert_ignore(session, ReviewTask, [
+        {"image_id": row.image_id, "prediction_id": row.id, "state": "open",
+         "reasons": row.reasons, "priority": float(priority), "created_at": now, "updated_at": now}
+        for row, priority in routed])
+
+
+def open_review_tasks(session: Session, items: dict[int, tuple[str, float]]) -> int:
+    """Open a task (reason, priority) for each image that has no open or claimed task yet.
+    Returns how many were opened."""
+    if not items:
+        return 0
+    busy = {i for part in chunks(list(items)) for i in session.scalars(
+        select(ReviewTask.image_id).where(ReviewTask.image_id.in_(part),
+                                          ReviewTask.state.in_(("open", "claimed"))))}
+    now = utcnow()
+    rows = [{"image_id": iid, "state": "open", "reasons": reason, "priority": float(priority),
+             "created_at": now, "updated_at": now}
+            for iid, (reason, priority) in items.items() if iid not in busy]
+    insert_ignore(session, ReviewTask, rows)
+    return len(rows)
+
+
+class RescoreItem(NamedTuple):
+    task_id: int
+    id: int                 # the image's (what the scorer's ``predict`` reads, with sha256)
+    sha256: str
+    current_version: int | None  # the model version of the image's current prediction
+
+
+def rescore_page(session: Session, human_reasons: Sequence[str], after_task_id: int,
+                 limit: int) -> list[RescoreItem]:
+    """Open (unclaimed) tasks with ids above ``after_task_id``, at most ``limit`` of them, in id
+    order: one bounded page of a re-score. Only tasks routed for reasons a better model can
+    settle, i.e. none of ``human_reasons`` (audit samples and suspect labels wait for a person
+    regardless)."""
+    q = (select(ReviewTask.id, ReviewTask.image_id, Image.sha256, Prediction.model_version_id)
+         .join(Image, Image.id == ReviewTask.image_id)
+         .outerjoin(Prediction, Prediction.id == Image.latest_prediction_id)
+         .where(ReviewTask.state == "open", ReviewTask.id > after_task_id)
+         .order_by(ReviewTask.id).limit(limit))
+    for reason in human_reasons:
+        q = q.where(~has_reason(ReviewTask.reasons, reason))
+    return [RescoreItem(*row) for row in session.execute(q)]
+
+
+_REFRESH_OPEN_TASK = (
+    update(RT).where(RT.c.id == bindparam("b_task", type_=Integer), RT.c.state == "open")
+    .values(prediction_id=bindparam("b_pred", type_=Integer), reasons=bindparam("b_reasons"),
+            priority=bindparam("b_priority"), updated_at=bindparam("b_now", type_=DateTime(timezone=True))))
+
+
+def settle_rescored(session: Session, predictions: list[dict], pred_id: dict[int, int],
+                    version_id: int, task_of_image: dict[int, int] | None = None) -> int:
+    """The task side of a re-score (store/predictions.py ``apply_rescore`` wrote the
+    predictions, ``pred_id`` per image): resolve the tasks the new head no longer routes, point
+    the rest at their new prediction with its reasons and priority. ``task_of_image`` names the
+    task read for each image (default: its open task). Returns the number of tasks resolved.
+
+    Every write is conditional on the task still being open: a claim or a label that landed
+    since the tasks were read wins, and the re-score leaves that task alone."""
+    if task_of_image is None:
+        image_ids = [p["image_id"] for p in predictions]
+        task_of_image = {i: t for ids_match in id_in(session, RT.c.image_id, image_ids)
+                         for i, t in session.execute(select(RT.c.image_id, RT.c.id).where(
+                             RT.c.state == "open", ids_match))}
+    now = utcnow()
+    settled = [task_of_image[p["image_id"]] for p in predictions
+               if not p["routed"] and p["image_id"] in task_of_image and p["image_id"] in pred_id]
+    resolved = 0
+    PT = Prediction.__table__
+    this_version = (select(PT.c.id).where(PT.c.image_id == RT.c.image_id,
+                                          PT.c.model_version_id == version_id).scalar_subquery())
+    for ids_match in id_in(session, RT.c.id, settled):
+        resolved += len(session.execute(
+            update(RT).where(ids_match, RT.c.state == "open")
+            .values(state="resolved", resolved_by_version_id=version_id, prediction_id=this_version,
+                    lease_owner=None, lease_expires_at=None, updated_at=now)
+            .returning(RT.c.id)).all())
+    refreshed = [{"b_task": task_of_image[p["image_id"]], "b_pred": pred_id[p["image_id"]],
+                  "b_reasons": p["reasons"], "b_priority": float(p["priority"]), "b_now": now}
+                 for p in predictions
+                 if p["routed"] and p["image_id"] in task_of_image and p["image_id"] in pred_id]
+    if refreshed:
+        session.connection().execute(_REFRESH_OPEN_TASK, refreshed)
+    return resolved
+
+
+def reopen_resolved(session: Session, version_id: int) -> int:
+    """Undo what a version's re-scoring resolved (when that version is rolled back)."""
+    live = aliased(ReviewTask)
+    has_live = (select(live.id).where(live.image_id == ReviewTask.image_id,
+                                      live.state.in_(("open", "claimed"))).exists())
+    res = session.execute(update(ReviewTask).where(
+        ReviewTask.state == "resolved", ReviewTask.resolved_by_version_id == version_id, ~has_live)
+        .values(state="open", resolved_by_version_id=None, lease_owner=None, lease_expires_at=None,
+                updated_at=utcnow()))
+    return res.rowcount or 0
+
+
+def follow_restored_predictions(session: Session, left_id: int) -> None:
+    """After a rollback from head ``left_id`` pointed images back (store/predictions.py
+    ``point_back``): open and claimed tasks that showed the left head's prediction show the
+    image's current one, with its reasons when it routed the image."""
+    PT, IM = Prediction.__table__, Image.__table__
+    routed_by = PT.alias("other")
+    from_left = select(PT.c.id).where(PT.c.model_version_id == left_id)
+    current = (select(IM.c.latest_prediction_id).where(IM.c.id == RT.c.image_id)
+               .correlate(RT).scalar_subquery())
+    reasons = (select(routed_by.c.reasons).where(routed_by.c.id == IM.c.latest_prediction_id,
+                                                 IM.c.id == RT.c.image_id, routed_by.c.routed.is_(True))
+               .correlate(RT).scalar_subquery())
+    session.execute(update(RT).where(RT.c.state.in_(("open", "claimed")),
+                                     RT.c.prediction_id.in_(from_left),
+                                     current.not_in(from_left))
+                    .values(prediction_id=current, reasons=func.coalesce(reasons, RT.c.reasons),
+                            updated_at=utcnow()))

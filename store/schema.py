@@ -18,8 +18,7 @@ IMAGE_STATES = ("registered", "queued", "scored", "failed")
 # with several reviews per task (VERGE_REVIEWS_PER_TASK) the reviewers disagreed and an admin
 # adjudicates (store/overlap.py).
 TASK_STATES = ("open", "claimed", "done", "skipped", "resolved", "conflict")
-MODEL_STATES = ("candidate", "active", "retired", "rolled_back")
-CLASSES = ("field", "road", "road_and_field")
+# Model version states: store/model_versions.py.
 
 
 def utcnow() -> dt.datetime:
@@ -60,8 +59,8 @@ class Image(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     scored_at: Mapped[dt.datetime | None] = mapped_column()
     # The image's current prediction: its newest (max prediction.id), set by the statement that
-    # records a prediction, in its transaction (store/queries.py), except that a rollback points
-    # it back at the restored head's prediction (store/queries.py restore_predictions). Browse,
+    # records a prediction, in its transaction (store/predictions.py), except that a rollback
+    # points it back at the restored head's prediction (store/predictions.py point_back). Browse,
     # export and summaries join this one row by primary key
     # instead of finding max(id) per image. No foreign key: prediction already points at image,
     # and a cycle between the two tables would buy nothing the writers don't already ensure.

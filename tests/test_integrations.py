@@ -32,8 +32,8 @@ def wait_for(what: str, check, timeout: float = 120):
 @pytest.mark.services
 def test_a_worker_on_redis_announces_batch_done_logs_json_and_exports_embeddings(
         tmp_path, pg_url, redis_url, start_worker):
-    from store import queries as q
     from store.db import session_scope
+    from store.embeddings import stored_embeddings
     from store.schema import BatchImage, WebhookDelivery
 
     receiver = Receiver()
@@ -100,7 +100,7 @@ def test_a_worker_on_redis_announces_batch_done_logs_json_and_exports_embeddings
     assert len(rows) == 10
     with session_scope(pg_url) as s:
         encoder = rows[0]["embedding_encoder"]
-        stored = q.stored_embeddings(s, [r["image_id"] for r in rows], encoder)
+        stored = stored_embeddings(s, [r["image_id"] for r in rows], encoder)
     for r in rows:
         assert np.allclose(np.asarray(r["embedding"], np.float32), stored[r["image_id"]])
         assert r["label"] == r["predicted_class"] and r["label_source"] == "model"

@@ -17,13 +17,18 @@ from sqlalchemy import func, select
 import migrations
 from models.heads import save_head
 from models.training import train_binary
-from store import queries as q
-from store.db import session_scope
 from store.blobs import sha256_hex
+from store.db import session_scope
+from store.embeddings import save_embeddings
 from store.export import write_export
+from store.images import register_images
+from store.labels import replace_source_labels
 from store.locks import LockBusy, acquire
-from store.schema import JobLock, Label, ModelVersion, ReviewTask, User
-from workers.retrain import retrain, rollback
+from store.model_versions import activate_model, active_model
+from store.review import open_review_tasks
+from store.schema import JobLock, Label, ModelVersion, ReviewTask, User, utcnow
+from workers.activation import rollback
+from workers.retrain import retrain
 from workers.routing import NEAR_THRESHOLD, SUSPECT_LABEL
 
 KEY = "verge-tiny/random-seed0"
@@ -48,15 +53,15 @@ def loop(settings):
     X, y = cluster_data()
     n = len(y)
     with session_scope(url) as s:
-        reg = q.register_images(s, None, [(f"img-{i}.jpg", sha256_hex(str(i).encode()), 100) for i in range(2 * n)],
+        reg = register_images(s, None, [(f"img-{i}.jpg", sha256_hex(str(i).encode()), 100) for i in range(2 * n)],
                                 queue=False)
         ids = reg.image_ids
-        q.save_embeddings(s, KEY, {ids[i]: X[i % n] + 0 for i in range(n)})
+        save_embeddings(s, KEY, {ids[i]: X[i % n] + 0 for i in range(n)})
         # unlabeled copies (slightly moved) wait in the review queue
         rng = np.random.default_rng(1)
         moved = X + rng.normal(scale=0.05, size=X.shape).astype(np.float32)
-        q.save_embeddings(s, KEY, {ids[n + i]: moved[i] / np.linalg.norm(moved[i]) for i in range(n)})
-        q.open_review_tasks(s, {ids[n + i]: (NEAR_THRESHOLD, 0.5) for i in range(n)})
+        save_embeddings(s, KEY, {ids[n + i]: moved[i] / np.linalg.norm(moved[i]) for i in range(n)})
+        open_review_tasks(s, {ids[n + i]: (NEAR_THRESHOLD, 0.5) for i in range(n)})
         alice, bob = User(name="alice", password_hash="x"), User(name="bob", password_hash="x")
         s.add_all([alice, bob])
         s.flush()
@@ -64,7 +69,7 @@ def loop(settings):
         flipped = [ids[i] for i in (0, 1, 2)]  # fields labeled road by the folder
         for iid in flipped:
             given[iid] = "road"
-        q.replace_source_labels(s, "training:/photos", given)
+        replace_source_labels(s, "training:/photos", given)
         for i in range(n):
             if y[i] == 2:
                 s.add(Label(image_id=ids[i], user_id=alice.id, source="review", cls="road_and_field"))
@@ -76,7 +81,7 @@ def loop(settings):
         mv = ModelVersion(kind="binary", classes=["field", "road"], encoder=KEY, path=str(path), metrics={})
         s.add(mv)
         s.flush()
-        q.activate_model(s, mv.id)
+        activate_model(s, mv.id)
     return {"url": url, "ids": ids, "flipped": flipped, "binary": mv.id, "n": n}
 
 
@@ -99,7 +104,7 @@ def test_retrain_promotes_rescoring_shrinks_the_queue_and_rollback_restores_it(s
     assert out.suspects >= 3
     with session_scope(url) as s:
         suspects = set(s.scalars(select(ReviewTask.image_id).where(ReviewTask.reasons == SUSPECT_LABEL)))
-        active = q.active_model(s)
+        active = active_model(s)
         assert active.id == out.version_id and active.kind == "three_class"
         assert active.metrics["held_out"]["n"] == out.candidate["n"] and active.metrics["curves"]
     assert set(loop["flipped"]) <= suspects
@@ -117,7 +122,7 @@ def test_retrain_promotes_rescoring_shrinks_the_queue_and_rollback_restores_it(s
     assert not again.promoted and "does not beat" in again.reason
     with session_scope(url) as s:
         assert s.get(ModelVersion, again.version_id).state == "candidate"
-        assert q.active_model(s).id == out.version_id
+        assert active_model(s).id == out.version_id
 
     old, new, reopened = rollback(settings)
     assert (old, new, reopened) == (out.version_id, loop["binary"], report["resolved"])
@@ -131,7 +136,7 @@ def test_the_lock_keeps_two_retrains_apart_and_survives_a_crashed_holder(setting
     with pytest.raises(LockBusy):
         retrain(settings)
     with session_scope(url) as s:  # ... then that holder crashes: its lease runs out
-        s.get(JobLock, "retrain").expires_at = q.utcnow() - dt.timedelta(seconds=1)
+        s.get(JobLock, "retrain").expires_at = utcnow() - dt.timedelta(seconds=1)
     out = retrain(settings, find_suspects=False)
     assert out.version_id is not None
     with session_scope(url) as s:
@@ -179,10 +184,10 @@ def test_a_retrain_killed_mid_way_leaves_no_half_written_version_and_frees_the_l
     # enough labels for a real training run (its first epoch is where the kill lands)
     X, y = cluster_data(n_per_class=2000, seed=5)
     with session_scope(url) as s:
-        ids = q.register_images(s, None, [(f"more-{i}.jpg", sha256_hex(f"more{i}".encode()), 1)
+        ids = register_images(s, None, [(f"more-{i}.jpg", sha256_hex(f"more{i}".encode()), 1)
                                           for i in range(len(y))], queue=False).image_ids
-        q.save_embeddings(s, KEY, dict(zip(ids, X)))
-        q.replace_source_labels(s, "training:/more", {iid: CLASSES[c] for iid, c in zip(ids, y)})
+        save_embeddings(s, KEY, dict(zip(ids, X)))
+        replace_source_labels(s, "training:/more", {iid: CLASSES[c] for iid, c in zip(ids, y)})
     env = {**os.environ, **tiny_env, "VERGE_RETRAIN_LOCK_TTL": "3", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "verge", "retrain"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import inspect, text
 
 import migrations
-from store import queries as q
 from store.db import get_engine, session_scope
 from store.locks import acquire
+from store.predictions import point_to_latest
 from store.schema import (
     Batch, BatchImage, Embedding, Image, Label, ModelVersion, Prediction, ReviewSkip, ReviewTask, User,
 )
@@ -39,7 +39,7 @@ def seed_every_table(url: str) -> None:
                             predicted_class="road", zs_class="road", routed=True, reasons="near_threshold")
             s.add_all([p0, p1])
             s.flush()
-            q.point_to_latest(s, [p0, p1])
+            point_to_latest(s, [p0, p1])
             done = ReviewTask(image_id=im.id, prediction_id=p1.id, state="done", reasons="x", priority=0.5)
             s.add(done)
             s.flush()

@@ -84,9 +84,10 @@ def test_a_weights_files_key_is_hashed_once_at_load_never_per_image(tmp_path, ti
     path: Scorer.score_chunk with its per-image predict) never reads the file again."""
     import migrations
     import models.encoder as encoder_module
-    from store import queries as q
     from store.blobs import BlobStore
     from store.db import session_scope
+    from store.embeddings import stored_embeddings
+    from store.images import register_images
     from workers.scoring import Scorer
 
     path = tmp_path / "tiny.pt"
@@ -104,10 +105,10 @@ def test_a_weights_files_key_is_hashed_once_at_load_never_per_image(tmp_path, ti
     migrations.upgrade(url)
     blobs = BlobStore(settings.resolved_blob_dir)
     with session_scope(url) as s:
-        ids = q.register_images(s, None, [(f"p{i}.jpg", blobs.put(jpeg_bytes(500 + i)), 1)
+        ids = register_images(s, None, [(f"p{i}.jpg", blobs.put(jpeg_bytes(500 + i)), 1)
                                           for i in range(6)]).image_ids
     report = Scorer(settings, encoder=enc).score_chunk(ids)
     assert report.scored == 6
     assert len(hashed) == 1
     with session_scope(url) as s:
-        assert q.stored_embeddings(s, ids, enc.key).keys() == set(ids)  # recorded under that key
+        assert stored_embeddings(s, ids, enc.key).keys() == set(ids)  # recorded under that key

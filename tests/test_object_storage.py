@@ -225,15 +225,15 @@ def test_two_workers_hashing_equal_bytes_at_once_end_with_one_image(pg_url):
 
     from sqlalchemy import text
 
-    from store import queries as q
     from store.identity import adopt_hashes
+    from store.images import get_or_create_batch
     from store.s3 import Listed
     from workers.inplace import register_objects
     from workers.scoring import adopt_hashes_retrying
 
     migrations.upgrade(pg_url)
     with session_scope(pg_url) as s:
-        b1, b2 = q.get_or_create_batch(s, "one", "cli"), q.get_or_create_batch(s, "two", "cli")
+        b1, b2 = get_or_create_batch(s, "one", "cli"), get_or_create_batch(s, "two", "cli")
         x = register_objects(s, b1, "bk", [Listed("a/x.jpg", 10, '"1"')]).image_ids[0]
         y = register_objects(s, b2, "bk", [Listed("b/y.jpg", 10, '"2"')]).image_ids[0]
     h = "ab" * 32

@@ -133,8 +133,8 @@ def test_an_image_whose_deliveries_keep_dying_ends_failed_instead_of_looping(set
     import migrations
     from sqlalchemy import update
 
-    from store import queries as q
     from store.blobs import BlobStore
+    from store.images import register_images
     from workers.scoring import Scorer
 
     url = settings.resolved_database_url
@@ -142,7 +142,7 @@ def test_an_image_whose_deliveries_keep_dying_ends_failed_instead_of_looping(set
     blobs = BlobStore(settings.resolved_blob_dir)
     files = [(f"p{i}.jpg", blobs.put(jpeg_bytes(300 + i)), 1) for i in range(3)]
     with session_scope(url) as s:
-        ids = q.register_images(s, None, files).image_ids
+        ids = register_images(s, None, files).image_ids
         s.execute(update(Image).where(Image.id == ids[0]).values(attempts=settings.max_attempts))
         s.execute(update(Image).where(Image.id == ids[1]).values(attempts=settings.max_attempts - 1))
     report = Scorer(settings, encoder=tiny_encoder).score_chunk(ids)

@@ -16,11 +16,15 @@ from sqlalchemy import func, select, update
 import migrations
 from models.heads import THREE_CLASS, save_head
 from models.training import train_binary, train_head
-from store import queries as q
 from store import review
 from store.blobs import BlobStore, sha256_hex
 from store.db import session_scope
-from store.schema import Image, JobLock, Label, ModelVersion, Prediction, ReviewTask, User
+from store.embeddings import save_embeddings
+from store.images import images_by_id, register_images
+from store.labels import replace_source_labels
+from store.model_versions import activate_model, active_model
+from store.review import open_review_tasks, reopen_resolved
+from store.schema import Image, JobLock, Label, ModelVersion, Prediction, ReviewTask, User, utcnow
 from tests.corpus import jpeg_bytes
 from tests.races import interleave, together
 from tests.test_learning import CLASSES, KEY, cluster_data
@@ -64,7 +68,7 @@ def add_head(settings, kind: str, X, y, activate: bool = True, name: str = "") -
         s.add(mv)
         s.flush()
         if activate:
-            q.activate_model(s, mv.id)
+            activate_model(s, mv.id)
         return mv.id
 
 
@@ -75,13 +79,13 @@ def queue_db(settings, n_per_class: int = 20, labels: bool = False) -> dict:
     X, y = cluster_data(n_per_class)
     n = len(y)
     with session_scope(url) as s:
-        ids = q.register_images(s, None, [(f"img-{i}.jpg", sha256_hex(f"race-{i}".encode()), 100)
+        ids = register_images(s, None, [(f"img-{i}.jpg", sha256_hex(f"race-{i}".encode()), 100)
                                           for i in range(2 * n)], queue=False).image_ids
-        q.save_embeddings(s, KEY, {ids[n + i]: X[i] for i in range(n)})
-        q.open_review_tasks(s, {ids[n + i]: (NEAR_THRESHOLD, 0.5) for i in range(n)})
+        save_embeddings(s, KEY, {ids[n + i]: X[i] for i in range(n)})
+        open_review_tasks(s, {ids[n + i]: (NEAR_THRESHOLD, 0.5) for i in range(n)})
         if labels:
-            q.save_embeddings(s, KEY, {ids[i]: X[i] for i in range(n)})
-            q.replace_source_labels(s, "training:/photos", {ids[i]: CLASSES[y[i]] for i in range(n)})
+            save_embeddings(s, KEY, {ids[i]: X[i] for i in range(n)})
+            replace_source_labels(s, "training:/photos", {ids[i]: CLASSES[y[i]] for i in range(n)})
     return {"url": url, "X": X, "y": y, "queued": ids[n:], "n": n}
 
 
@@ -92,7 +96,7 @@ def task_of(s, image_id: int) -> ReviewTask:
 
 def resolved_by_inactive(url) -> int:
     with session_scope(url) as s:
-        active = q.active_model(s)
+        active = active_model(s)
         return s.scalar(select(func.count()).select_from(ReviewTask).where(
             ReviewTask.state == "resolved",
             ReviewTask.resolved_by_version_id != (active.id if active else -1)))
@@ -143,7 +147,7 @@ def test_a_rescore_never_overwrites_a_claim_or_a_label_that_lands_while_it_runs(
     with session_scope(url) as s:  # bob's label still closes the task he holds
         assert review.post_label(s, got["bob"], bob, "bob", "road", "review").closed
 
-    from workers.retrain import rollback
+    from workers.activation import rollback
 
     rollback(pg_settings)
     with session_scope(url) as s:
@@ -159,7 +163,7 @@ def test_a_rescore_never_overwrites_a_claim_or_a_label_that_lands_while_it_runs(
 
 # --------------------------------------------------------------------------- 4. rollback vs re-score
 def test_a_rollback_during_a_rescore_leaves_nothing_resolved_by_the_inactive_head(pg_settings, tiny_encoder):
-    from workers.retrain import rollback
+    from workers.activation import rollback
 
     url = pg_settings.resolved_database_url
     db = queue_db(pg_settings)
@@ -169,14 +173,14 @@ def test_a_rollback_during_a_rescore_leaves_nothing_resolved_by_the_inactive_hea
                      lambda: rollback(pg_settings))
     out.get()
     with session_scope(url) as s:
-        assert q.active_model(s).id == v1
+        assert active_model(s).id == v1
         assert s.scalar(select(func.count()).select_from(ReviewTask).where(
             ReviewTask.resolved_by_version_id == v2, ReviewTask.state == "resolved")) == 0
     assert resolved_by_inactive(url) == 0
 
 
 def test_a_second_rollback_goes_further_back_never_to_the_head_just_left(any_settings):
-    from workers.retrain import rollback
+    from workers.activation import rollback
 
     db = queue_db(any_settings, n_per_class=5)
     v0 = add_head(any_settings, "binary", db["X"], db["y"], name="-v0")
@@ -185,13 +189,13 @@ def test_a_second_rollback_goes_further_back_never_to_the_head_just_left(any_set
     assert rollback(any_settings)[:2] == (v2, v1)
     assert rollback(any_settings)[:2] == (v1, v0)
     with session_scope(any_settings.resolved_database_url) as s:
-        assert q.active_model(s).id == v0
+        assert active_model(s).id == v0
 
 
 # --------------------------------------------------------------------------- 7. pointers after rollback
 def test_rollback_restores_the_prediction_the_restored_head_made(any_settings, tiny_encoder):
     from store.labels import export_rows
-    from workers.retrain import rollback
+    from workers.activation import rollback
 
     url = any_settings.resolved_database_url
     db = queue_db(any_settings, n_per_class=8)
@@ -246,7 +250,7 @@ def test_a_retrain_that_lost_its_lock_never_promotes(pg_settings):
 
 
 def test_a_manual_activation_during_a_retrain_is_not_overridden(pg_settings):
-    from workers.retrain import activate
+    from workers.activation import activate
 
     url = pg_settings.resolved_database_url
     db = queue_db(pg_settings, labels=True)
@@ -256,7 +260,7 @@ def test_a_manual_activation_during_a_retrain_is_not_overridden(pg_settings):
                      lambda: activate(pg_settings, chosen)).get()
     assert not out.promoted and out.version_id
     with session_scope(url) as s:
-        assert q.active_model(s).id == chosen
+        assert active_model(s).id == chosen
 
 
 # --------------------------------------------------------------------------- 5. chunk vs promotion
@@ -264,11 +268,11 @@ def _queued_images(settings, count: int, seed: int = 0) -> list[int]:
     blobs = BlobStore(settings.resolved_blob_dir)
     files = [(f"p{i}.jpg", blobs.put(jpeg_bytes(seed + i)), 1) for i in range(count)]
     with session_scope(settings.resolved_database_url) as s:
-        return q.register_images(s, None, files).to_score
+        return register_images(s, None, files).to_score
 
 
 def test_a_chunk_that_straddles_a_promotion_records_and_routes_with_the_new_head(pg_settings, tiny_encoder):
-    from workers.retrain import activate
+    from workers.activation import activate
 
     url = pg_settings.resolved_database_url
     X, y = cluster_data(10)
@@ -284,7 +288,7 @@ def test_a_chunk_that_straddles_a_promotion_records_and_routes_with_the_new_head
         assert by == {iid: v2 for iid in ids}
         for t in s.scalars(select(ReviewTask).where(ReviewTask.image_id.in_(ids))):
             assert s.get(Prediction, t.prediction_id).model_version_id == v2
-        assert {im.status for im in q.images_by_id(s, ids)} == {"scored"}
+        assert {im.status for im in images_by_id(s, ids)} == {"scored"}
 
 
 # --------------------------------------------------------------------------- 6. overlapping chunks
@@ -296,7 +300,7 @@ def test_overlapping_chunks_both_land_and_strand_nothing(pg_settings, tiny_encod
     reports = [o.get() for o in outs]
     assert sum(r.scored for r in reports) == 3  # b once, by whichever wrote first
     with session_scope(url) as s:
-        assert {im.id: im.status for im in q.images_by_id(s, [a, b, c])} == {a: "scored", b: "scored",
+        assert {im.id: im.status for im in images_by_id(s, [a, b, c])} == {a: "scored", b: "scored",
                                                                              c: "scored"}
         assert s.scalar(select(func.count()).select_from(Prediction)) == 3
 
@@ -308,7 +312,7 @@ def test_two_registrations_of_one_file_enqueue_it_once(pg_settings):
     def register(own: str):
         def run():
             with session_scope(url) as s:
-                return q.register_images(s, None, [shared, (own, sha256_hex(own.encode()), 3)])
+                return register_images(s, None, [shared, (own, sha256_hex(own.encode()), 3)])
         return run
 
     one, two = (o.get() for o in together("register.before_insert", register("a.jpg"), register("b.jpg")))
@@ -347,10 +351,13 @@ def test_a_host_whose_clock_runs_ahead_takes_no_live_claim_or_lock(pg_settings, 
                                             lease_expires_at=func.now() + dt.timedelta(seconds=600)))
     holder = locks.acquire(url, "retrain", ttl_s=600)
 
-    ahead = q.utcnow() + dt.timedelta(hours=1)
+    ahead = utcnow() + dt.timedelta(hours=1)
+    import store.images
+    import store.labels
+    import store.predictions
     import store.review
     import store.schema
-    for mod in (store.review, store.schema, locks, q):
+    for mod in (store.review, store.schema, locks, store.images, store.predictions, store.labels):
         monkeypatch.setattr(mod, "utcnow", lambda: ahead, raising=False)
     with session_scope(url) as s:
         assert review.claim_next(s, bob, "bob", 600) is None  # alice's claims are live
@@ -379,7 +386,7 @@ def test_a_promotion_requests_its_rescore_even_if_the_suspect_pass_fails(pg_sett
     with pytest.raises(RuntimeError):
         tasks.retrain("manual")
     with session_scope(pg_settings.resolved_database_url) as s:
-        assert q.active_model(s).kind == THREE_CLASS  # the promotion stands ...
+        assert active_model(s).kind == THREE_CLASS  # the promotion stands ...
     assert len(sent) == 1                              # ... and its re-score was requested
 
 
@@ -423,8 +430,8 @@ def test_reopened_tasks_carry_no_stale_lease(any_settings):
     v = add_head(any_settings, THREE_CLASS, db["X"], db["y"])
     with session_scope(url) as s:
         s.execute(update(ReviewTask).values(state="resolved", resolved_by_version_id=v, lease_owner="old",
-                                            lease_expires_at=q.utcnow()))
-        assert q.reopen_resolved(s, v) == db["n"]
+                                            lease_expires_at=utcnow()))
+        assert reopen_resolved(s, v) == db["n"]
     with session_scope(url) as s:
         assert s.scalar(select(func.count()).select_from(ReviewTask).where(
             ReviewTask.lease_owner.is_not(None) | ReviewTask.lease_expires_at.is_not(None))) == 0
@@ -437,7 +444,7 @@ def test_reviewers_against_promotions_rescores_and_rollbacks_lose_nothing(pg_set
     reviewers claim and label, checking the invariants after every round."""
     import threading
 
-    from workers.retrain import activate, rollback
+    from workers.activation import activate, rollback
 
     url = pg_settings.resolved_database_url
     db = queue_db(pg_settings)

@@ -53,16 +53,16 @@ def test_sweeper_leaves_waiting_images_alone_and_resends_lost_ones(tiny_env, tmp
 
 
 def test_a_started_chunk_restarts_the_sweepers_clock(tiny_env, tmp_path):
-    from store import queries as q
+    from store.images import count_attempt, register_images
 
     settings = _settings(tiny_env)
     verge(tiny_env, "db", "upgrade")
     url = settings.resolved_database_url
     with session_scope(url) as s:
-        reg = q.register_images(s, None, [("a.jpg", "a" * 64, 1)])
+        reg = register_images(s, None, [("a.jpg", "a" * 64, 1)])
         s.execute(update(Image).values(queued_at=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)))
     with session_scope(url) as s:
-        q.count_attempt(s, reg.image_ids)
+        count_attempt(s, reg.image_ids)
     with session_scope(url) as s:
         im = s.get(Image, reg.image_ids[0])
         assert im.attempts == 1

@@ -8,8 +8,8 @@ from sqlalchemy import func, select, text
 
 import migrations
 from models.heads import THREE_CLASS
-from store import queries as q
 from store.db import get_engine, session_scope
+from store.model_versions import active_model
 from store.pausepoints import pausing
 from store.schema import Image, Prediction, ReviewTask
 from tests.test_learning import KEY, cluster_data
@@ -67,5 +67,5 @@ def test_rescore_pages_past_65535_open_tasks_on_postgres(tiny_env, pg_url, tiny_
         resolved = s.scalar(select(func.count()).select_from(ReviewTask).where(
             ReviewTask.state == "resolved", ReviewTask.resolved_by_version_id == v))
         assert resolved == report["resolved"] > 0
-        assert q.active_model(s).id == v
+        assert active_model(s).id == v
     assert Scorer(settings, encoder=tiny_encoder).rescore_open_tasks()["rescored"] == 0  # idempotent

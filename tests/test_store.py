@@ -5,9 +5,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 
 import migrations
-from store import queries as q
 from store.blobs import BlobNotFound, BlobStore, sha256_hex
 from store.db import get_engine, session_scope
+from store.embeddings import save_embeddings, stored_embeddings
+from store.images import get_or_create_batch, hashes_by_id, register_images
+from store.model_versions import activate_model, active_model
+from store.predictions import apply_rescore, point_to_latest, record_predictions
 from store.schema import Base, BatchImage, Image, ModelVersion, Prediction
 
 
@@ -60,26 +63,26 @@ def test_registering_the_same_bytes_twice_links_instead_of_duplicating(tmp_path)
     url = _db(tmp_path)
     files = [("a.jpg", "a" * 64, 10), ("b.jpg", "b" * 64, 20), ("copy-of-a.jpg", "a" * 64, 10)]
     with session_scope(url) as s:
-        b1 = q.get_or_create_batch(s, "one", "cli")
-        r1 = q.register_images(s, b1, files)
+        b1 = get_or_create_batch(s, "one", "cli")
+        r1 = register_images(s, b1, files)
     assert len(r1.new_ids) == 2 and r1.to_score == r1.new_ids
     assert r1.image_ids[0] == r1.image_ids[2]
     with session_scope(url) as s:
-        b2 = q.get_or_create_batch(s, "two", "cli")
-        r2 = q.register_images(s, b2, files[:1])
+        b2 = get_or_create_batch(s, "two", "cli")
+        r2 = register_images(s, b2, files[:1])
         assert r2.new_ids == [] and r2.to_score == []  # already queued: not sent twice
         assert s.scalar(select(func.count()).select_from(Image)) == 2
         assert s.scalar(select(func.count()).select_from(BatchImage).where(BatchImage.batch_id == b2)) == 1
-        assert q.get_or_create_batch(s, "one", "cli") == b1
+        assert get_or_create_batch(s, "one", "cli") == b1
 
 
 def test_registered_training_images_are_queued_when_submitted(tmp_path):
     url = _db(tmp_path)
     with session_scope(url) as s:
-        r = q.register_images(s, None, [("t.jpg", "c" * 64, 5)], queue=False)
+        r = register_images(s, None, [("t.jpg", "c" * 64, 5)], queue=False)
         assert s.get(Image, r.image_ids[0]).status == "registered"
-        b = q.get_or_create_batch(s, "later", "cli")
-        r2 = q.register_images(s, b, [("t.jpg", "c" * 64, 5)])
+        b = get_or_create_batch(s, "later", "cli")
+        r2 = register_images(s, b, [("t.jpg", "c" * 64, 5)])
         assert r2.to_score == r.image_ids and s.get(Image, r.image_ids[0]).status == "queued"
 
 
@@ -88,7 +91,7 @@ def test_one_prediction_per_image_and_version_and_one_active_head(tmp_path):
 
     url = _db(tmp_path)
     with session_scope(url) as s:
-        iid = q.register_images(s, None, [("x.jpg", "d" * 64, 1)]).image_ids[0]
+        iid = register_images(s, None, [("x.jpg", "d" * 64, 1)]).image_ids[0]
         mk = dict(image_id=iid, encoder="e", zs_probs={}, zs_p_road=0.5, predicted_class="road",
                   zs_class="road", routed=False, reasons="")
         s.add(Prediction(model_version_id=None, **mk))
@@ -100,9 +103,9 @@ def test_one_prediction_per_image_and_version_and_one_active_head(tmp_path):
         b = ModelVersion(kind="binary", classes=["field", "road"], encoder="e", path="p", metrics={})
         s.add_all([a, b])
         s.flush()
-        q.activate_model(s, a.id)
-        q.activate_model(s, b.id)
-        assert q.active_model(s).id == b.id
+        activate_model(s, a.id)
+        activate_model(s, b.id)
+        assert active_model(s).id == b.id
         assert s.get(ModelVersion, a.id).state == "retired"
 
 
@@ -115,7 +118,7 @@ def _assert_latest_prediction_is_kept_and_browsed(url):
 
     migrations.upgrade(url)
     with session_scope(url) as s:
-        ids = q.register_images(s, None, [(f"{i}.jpg", f"{i:064x}", 1) for i in range(3)]).image_ids
+        ids = register_images(s, None, [(f"{i}.jpg", f"{i:064x}", 1) for i in range(3)]).image_ids
         mv = ModelVersion(kind="binary", classes=["field", "road"], encoder="e", path="p",
                           metrics={}, state="active")
         s.add(mv)
@@ -131,15 +134,15 @@ def _assert_latest_prediction_is_kept_and_browsed(url):
                     routed=bool(reasons), reasons=reasons, priority=0.5)
 
     with session_scope(url) as s:
-        q.record_predictions(s, [pred(ids[0], None, None, "near_threshold,disagreement"),
+        record_predictions(s, [pred(ids[0], None, None, "near_threshold,disagreement"),
                                  pred(ids[1], None, None, "audit")], {})
     with session_scope(url) as s:  # the new head re-scores the open tasks' images
-        q.apply_rescore(s, [pred(ids[0], 0.2, mv_id, "disagreement")], mv_id)
+        apply_rescore(s, [pred(ids[0], 0.2, mv_id, "disagreement")], mv_id)
     with session_scope(url) as s:
         newest = dict(s.execute(select(Prediction.image_id, func.max(Prediction.id))
                                 .group_by(Prediction.image_id)).all())
         first = s.scalar(select(func.min(Prediction.id)).where(Prediction.image_id == ids[0]))
-        q.point_to_latest(s, [SimpleNamespace(image_id=ids[0], id=first)])  # an older row: no-op
+        point_to_latest(s, [SimpleNamespace(image_id=ids[0], id=first)])  # an older row: no-op
     with session_scope(url) as s:
         assert {i: s.get(Image, i).latest_prediction_id for i in ids} == {
             ids[0]: newest[ids[0]], ids[1]: newest[ids[1]], ids[2]: None}
@@ -176,15 +179,15 @@ def _assert_embeddings_and_hashes_read_back_by_id(url):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(n, 8)).astype(np.float32)
     with session_scope(url) as s:
-        ids = q.register_images(s, None, [(f"{i}.jpg", sha256_hex(str(i).encode()), 1) for i in range(n)],
+        ids = register_images(s, None, [(f"{i}.jpg", sha256_hex(str(i).encode()), 1) for i in range(n)],
                                 queue=False).image_ids
-        q.save_embeddings(s, "enc/a", dict(zip(ids, vectors)))
-        q.save_embeddings(s, "enc/b", {ids[0]: vectors[1]})  # another encoder's vector is not read
+        save_embeddings(s, "enc/a", dict(zip(ids, vectors)))
+        save_embeddings(s, "enc/b", {ids[0]: vectors[1]})  # another encoder's vector is not read
     with session_scope(url) as s:
         wanted = ids[::2] + [10 ** 9]  # an id that does not exist is simply absent
-        got = q.stored_embeddings(s, wanted, "enc/a")
-        hashes = q.hashes_by_id(s, wanted)
-        assert q.stored_embeddings(s, [], "enc/a") == {} and q.hashes_by_id(s, []) == {}
+        got = stored_embeddings(s, wanted, "enc/a")
+        hashes = hashes_by_id(s, wanted)
+        assert stored_embeddings(s, [], "enc/a") == {} and hashes_by_id(s, []) == {}
     assert sorted(got) == sorted(ids[::2])
     assert all(np.array_equal(got[iid], vectors[ids.index(iid)]) for iid in got)
     assert hashes == {iid: sha256_hex(str(ids.index(iid)).encode()) for iid in ids[::2]}
@@ -197,3 +200,25 @@ def test_embeddings_and_hashes_read_back_by_id_on_sqlite(tmp_path):
 @pytest.mark.services
 def test_embeddings_and_hashes_read_back_by_id_on_postgres(pg_url):
     _assert_embeddings_and_hashes_read_back_by_id(pg_url)
+
+
+def test_a_reason_matches_only_itself_in_a_task_s_reasons(tmp_path):
+    """Re-score paging and the browse filter match a task's comma-separated reasons one way
+    (store/review.py ``has_reason``): 'audit' is listed in 'near_threshold,audit', not in
+    'audit_x' or 'x_audit' (a LIKE '%audit%' would have taken those too)."""
+    from store.browse import BrowseFilter, browse_images
+    from store.review import open_review_tasks, rescore_page, split_reasons
+
+    url = f"sqlite:///{tmp_path}/reasons.db"
+    migrations.upgrade(url)
+    reasons = ["near_threshold", "audit", "near_threshold,audit", "audit_x", "x_audit,disagreement",
+               "disagreement,audit,near_threshold"]
+    with session_scope(url) as s:
+        ids = register_images(s, None, [(f"{i}.jpg", f"{i:064x}", 1) for i in range(len(reasons))]).image_ids
+        assert open_review_tasks(s, {iid: (r, 0.5) for iid, r in zip(ids, reasons)}) == len(reasons)
+    with session_scope(url) as s:
+        assert sorted(item.id for item in rescore_page(s, ["audit"], 0, 100)) == [ids[0], ids[3], ids[4]]
+        assert sorted(im.id for im, _, _ in browse_images(s, BrowseFilter(reason="audit"))) == \
+            [ids[1], ids[2], ids[5]]
+    assert split_reasons("near_threshold,audit") == ["near_threshold", "audit"]
+    assert split_reasons("") == split_reasons(None) == []

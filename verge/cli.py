@@ -210,15 +210,15 @@ FAILURES_SHOWN = 1000  # failures `verge status BATCH` lists unless --failures s
 def _batch_status(settings: Settings, batch_ref, failures: int | None = FAILURES_SHOWN) -> dict:
     """The batch's counts and (the first ``failures``, None = all) failures: read once, when
     it is shown, never on every poll."""
-    from store import queries as q
     from store.db import session_scope
+    from store.images import batch_counts, failed_images, find_batch
 
     with session_scope(settings.resolved_database_url) as s:
-        batch = q.find_batch(s, batch_ref)
+        batch = find_batch(s, batch_ref)
         if batch is None:
             raise UserError(f"no batch named or numbered {batch_ref!r}")
-        counts = q.batch_counts(s, [batch.id]).get(batch.id, {})
-        failed = q.failed_images(s, batch.id, limit=failures)
+        counts = batch_counts(s, [batch.id]).get(batch.id, {})
+        failed = failed_images(s, batch.id, limit=failures)
     st = {"batch": batch.name, "batch_id": batch.id, "total": counts.get("total", 0),
           "queued": counts.get("queued", 0) + counts.get("registered", 0),
           "scored": counts.get("scored", 0), "failed": counts.get("failed", 0),
@@ -231,11 +231,11 @@ def _batch_status(settings: Settings, batch_ref, failures: int | None = FAILURES
 
 def _batch_progress(settings: Settings, batch_id: int) -> dict:
     """What ``--wait`` polls: the batch's counts per status, one cheap query."""
-    from store import queries as q
     from store.db import session_scope
+    from store.images import batch_progress
 
     with session_scope(settings.resolved_database_url) as s:
-        c = q.batch_progress(s, batch_id)
+        c = batch_progress(s, batch_id)
     return {"total": c["total"], "queued": c["queued"] + c["registered"], "scored": c["scored"],
             "failed": c["failed"]}
 
@@ -281,8 +281,9 @@ def _wait(settings: Settings, batch_id: int, timeout: float | None, quiet: bool 
 @_friendly
 def status(batch, as_json, n_failures):
     """Progress of one batch, or of everything (and which head is active)."""
-    from store import queries as q
     from store.db import session_scope
+    from store.images import batch_counts, list_batches, totals as image_totals
+    from store.model_versions import active_model
 
     settings = _settings()
     _migrated(settings)
@@ -298,12 +299,12 @@ def status(batch, as_json, n_failures):
             click.echo(f"  ... and {st['failures_not_listed']} more failures (--failures 0 lists all)")
         return
     with session_scope(settings.resolved_database_url) as s:
-        mv = q.active_model(s)
+        mv = active_model(s)
         head = ({"id": mv.id, "kind": mv.kind, "encoder": mv.encoder, "metrics": mv.metrics}
                 if mv else None)
-        totals = q.totals(s)
-        batches = q.list_batches(s)
-        counts = q.batch_counts(s)
+        totals = image_totals(s)
+        batches = list_batches(s)
+        counts = batch_counts(s)
     rows = [{"batch": b.name, "batch_id": b.id, **{k: counts.get(b.id, {}).get(k, 0) for k in
              ("total", "queued", "scored", "failed", "routed")}} for b in batches]
     if as_json:
@@ -327,8 +328,8 @@ def status(batch, as_json, n_failures):
 @_friendly
 def requeue(batch):
     """Send scoring tasks again for images still queued (e.g. after a broker restart)."""
-    from store import queries as q
     from store.db import session_scope
+    from store.images import find_batch
     from workers.submission import check_broker, requeue as do_requeue
 
     settings = _settings()
@@ -337,7 +338,7 @@ def requeue(batch):
     batch_id = None
     if batch:
         with session_scope(settings.resolved_database_url) as s:
-            found = q.find_batch(s, batch)
+            found = find_batch(s, batch)
             if found is None:
                 raise UserError(f"no batch named or numbered {batch!r}")
             batch_id = found.id
@@ -601,7 +602,7 @@ def _after_activation(settings: Settings) -> str:
 @_friendly
 def models_activate(version):
     """Make VERSION the active head (workers switch on their next chunk)."""
-    from workers.retrain import activate
+    from workers.activation import activate
 
     settings = _settings()
     _migrated(settings)
@@ -616,7 +617,7 @@ def models_activate(version):
 @_friendly
 def models_rollback():
     """Re-activate the previous head and reopen the review tasks the current one resolved."""
-    from workers.retrain import rollback
+    from workers.activation import rollback
 
     settings = _settings()
     _migrated(settings)
@@ -656,9 +657,9 @@ def models_rescore():
 def export(fmt, batch, output, dest, split, embeddings, image_url):
     """Per image: hash, source name, latest prediction, model version, human labels, final label.
     DEST is the same as --output."""
-    from store import queries as q
     from store.db import session_scope
     from store.export import write_export
+    from store.images import find_batch
 
     settings = _settings()
     if dest and output and dest != output:
@@ -674,7 +675,7 @@ def export(fmt, batch, output, dest, split, embeddings, image_url):
     with session_scope(settings.resolved_database_url) as s:
         batch_id = None
         if batch:
-            found = q.find_batch(s, batch)
+            found = find_batch(s, batch)
             if found is None:
                 raise UserError(f"no batch named or numbered {batch!r}")
             batch_id = found.id

@@ -186,11 +186,11 @@ def demo_login(settings: Settings) -> str:
 
 
 def print_table(settings: Settings, batch_id: int, banner: str | None, truth: dict | None = None) -> None:
-    from store import queries as q
     from store.db import session_scope
+    from store.images import latest_predictions
 
     with session_scope(settings.resolved_database_url) as s:
-        rows = q.latest_predictions(s, batch_id)
+        rows = latest_predictions(s, batch_id)
     click.echo("")
     if banner:
         click.secho("!! " + banner + " !!", fg="red", bold=True)

@@ -14,11 +14,11 @@ from .settings import Settings
 
 
 def _batch_id(session, batch) -> int | None:
-    from store import queries as q
+    from store.images import find_batch
 
     if not batch:
         return None
-    found = q.find_batch(session, batch)
+    found = find_batch(session, batch)
     if found is None:
         raise UserError(f"no batch named or numbered {batch!r}")
     return found.id

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from store.schema import CLASSES
+from models.classes import CLASSES
 
 # A training folder's names (fields/, roads/) are accepted too.
 FOLDER_CLASSES = {**{c: c for c in CLASSES}, "fields": "field", "roads": "road"}
@@ -31,8 +31,8 @@ def register(main: click.Group) -> None:
         from store import gold as store_gold
         from store.blobs import sha256_hex
         from store.db import session_scope
-        from store.queries import _chunks
         from store.schema import Image
+        from store.sql import chunks
         from workers.submission import iter_files, submit_paths
 
         if not folder.is_dir():
@@ -54,7 +54,7 @@ def register(main: click.Group) -> None:
                 click.echo(f"skipped {path}: {reason}", err=True)
             hashes = {sha256_hex(p.read_bytes()) for p in files}
             with session_scope(settings.resolved_database_url) as s:
-                ids = [i for part in _chunks(sorted(hashes))
+                ids = [i for part in chunks(sorted(hashes))
                        for i in s.scalars(select(Image.id).where(Image.sha256.in_(part)))]
                 marked += store_gold.mark(s, [(i, cls) for i in ids], f"folder:{d}", None)
             click.echo(f"{cls}: {len(ids)} gold images from {d}")

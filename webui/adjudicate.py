@@ -8,7 +8,8 @@ from flask_login import current_user
 from werkzeug.exceptions import BadRequest, NotFound
 
 from store import overlap as store_overlap
-from store.schema import CLASSES
+from store import review as store_review
+from models.classes import CLASSES
 
 from .auth import admin_required
 from .context import db
@@ -28,7 +29,7 @@ def index():
 @admin_required
 def task(task_id: int):
     with db() as s:
-        d = store_overlap.conflict_details(s, task_id)
+        d = store_review.task_details(s, task_id, adjudication=True)
     if d is None:
         raise NotFound(f"no review task {task_id}")
     return render_template("adjudicate.html", d=d, classes=CLASSES)

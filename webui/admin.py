@@ -12,10 +12,11 @@ from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from store import browse as store_browse
 from store import gold as store_gold
-from store import queries as q
 from store import sessions as store_sessions
 from store import users as store_users
 from store.export import FORMATS, iter_export
+from store import model_versions
+from store.images import find_batch
 from store.schema import Batch, ModelVersion
 
 from . import charts
@@ -241,17 +242,8 @@ def models():
         versions = store_browse.model_versions(s)
         rows = [(v, headline(v.metrics)) for v in versions]
         batches = list(s.scalars(select(Batch).order_by(Batch.id.desc()).limit(50)))
-    return render_template("models.html", rows=rows, batches=batches,
-                           rollback_to=rollback_target(versions))
-
-
-def rollback_target(versions: list) -> object | None:
-    """The version a rollback would re-activate (``workers.retrain.rollback``'s rule: the retired
-    version activated most recently), or None when there is nothing to roll back to."""
-    if not any(v.state == "active" for v in versions):
-        return None
-    earlier = [v for v in versions if v.state == "retired" and v.activated_at is not None]
-    return max(earlier, key=lambda v: v.activated_at, default=None)
+        target = model_versions.rollback_target(s)
+    return render_template("models.html", rows=rows, batches=batches, rollback_to=target)
 
 
 @bp.get("/models/<int:version_id>")
@@ -261,9 +253,9 @@ def model(version_id: int):
         mv = s.get(ModelVersion, version_id)
         if mv is None:
             raise NotFound(f"no model version {version_id}")
-        active = q.active_model(s)
+        active = model_versions.active_model(s)
         active_now = (active.id, active.kind) if active else None
-        target = rollback_target(store_browse.model_versions(s)) if mv.state == "active" else None
+        target = model_versions.rollback_target(s) if mv.state == "active" else None
     metrics = mv.metrics or {}
     return render_template(
         "model.html", v=mv, metrics=metrics, charts=curve_charts(metrics), ev=evaluation(metrics),
@@ -288,7 +280,7 @@ def _rescore() -> str | None:
 @bp.post("/models/<int:version_id>/activate")
 @admin_required
 def activate(version_id: int):
-    from workers.retrain import activate as do_activate
+    from workers.activation import activate as do_activate
 
     with db() as s:
         mv = s.get(ModelVersion, version_id)
@@ -310,7 +302,7 @@ def activate(version_id: int):
 @bp.post("/models/rollback")
 @admin_required
 def rollback():
-    from workers.retrain import rollback as do_rollback
+    from workers.activation import rollback as do_rollback
 
     try:
         old, new, reopened = do_rollback(settings())
@@ -337,7 +329,7 @@ def export():
     batch_id = None
     if ref:
         with db() as s:
-            found = q.find_batch(s, ref)
+            found = find_batch(s, ref)
             if found is None:
                 raise NotFound(f"no batch named or numbered {ref!r}")
             batch_id = found.id

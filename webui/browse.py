@@ -10,8 +10,9 @@ from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from store import browse as store_browse
 from store import corrections
-from store import queries as q
-from store.schema import CLASSES, IMAGE_STATES, Label
+from models.classes import CLASSES
+from store.images import list_batches
+from store.schema import IMAGE_STATES, Label
 from workers.routing import REASONS
 
 from .context import db, int_arg, wants_json
@@ -58,7 +59,7 @@ def index():
     after = int_arg("after")
     with db() as s:
         rows = store_browse.browse_images(s, f, after=after, limit=PAGE + 1)
-        batches = q.list_batches(s)
+        batches = list_batches(s)
         more = len(rows) > PAGE
         rows = rows[:PAGE]
         mine = own_labels(s, [image.id for image, _, _ in rows])

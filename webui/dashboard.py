@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from store import agreement as store_agreement
 from store import browse as store_browse
-from store import queries as q
+from store.model_versions import active_model
 from store.schema import Prediction
 
 from . import charts
@@ -22,7 +22,7 @@ def index():
     choice = request.args.get("model", "")
     with db() as s:
         versions = store_browse.model_versions(s)
-        active = q.active_model(s)
+        active = active_model(s)
         if choice == "zs":
             model_id = None
         elif re.fullmatch(r"[0-9]{1,10}", choice) and any(v.id == int(choice) for v in versions):

@@ -10,9 +10,9 @@ from pathlib import Path
 from flask import Blueprint, Response, request, send_file, stream_with_context, url_for
 from werkzeug.exceptions import BadRequest, NotFound
 
-from store import queries as q
 from store.blobs import BlobStore
 from store.datasets import DATASET_FORMATS, ExportError, parse_split, write_dataset
+from store.images import find_batch
 from store.label_studio import iter_tasks_json
 
 from .auth import admin_required
@@ -26,7 +26,7 @@ def _batch_id() -> int | None:
     if not ref:
         return None
     with db() as s:
-        found = q.find_batch(s, ref)
+        found = find_batch(s, ref)
         if found is None:
             raise NotFound(f"no batch named or numbered {ref!r}")
         return found.id

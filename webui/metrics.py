@@ -24,7 +24,9 @@ from flask import Blueprint, Response, request
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from store.schema import IMAGE_STATES, TASK_STATES, Batch, Image, Label, ModelVersion, ReviewTask
+from store.model_versions import active_model
+from store.review import split_reasons
+from store.schema import IMAGE_STATES, TASK_STATES, Batch, Image, Label, ReviewTask
 from verge.settings import Settings
 
 from .auth import bearer_user
@@ -118,7 +120,7 @@ class Collector:
             by_reasons = s.execute(select(ReviewTask.reasons, func.count())
                                    .group_by(ReviewTask.reasons)).all()
             by_source = s.execute(select(Label.source, func.count()).group_by(Label.source)).all()
-            active = s.scalar(select(ModelVersion).where(ModelVersion.state == "active"))
+            active = active_model(s)
             active = (active.id, active.kind, active.encoder) if active else None
             batches = s.scalar(select(func.count()).select_from(Batch))
 
@@ -134,9 +136,8 @@ class Collector:
         yield tasks
         reasons: dict[str, int] = {}
         for text, n in by_reasons:
-            for reason in (text or "").split(","):
-                if reason:
-                    reasons[reason] = reasons.get(reason, 0) + n
+            for reason in split_reasons(text):
+                reasons[reason] = reasons.get(reason, 0) + n
         routed = Counter("verge_routed", "Images routed to review, by reason (a review task routed "
                                          "for two reasons counts under both).", labels=["reason"])
         for reason, n in sorted(reasons.items()):

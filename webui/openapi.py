@@ -7,7 +7,7 @@ the server's answers match it (no 5xx, no response outside the schema).
 """
 from __future__ import annotations
 
-from store.schema import CLASSES
+from models.classes import CLASSES
 
 from .parsing import MAX_INT, MAX_JSON_DEPTH
 from .payloads import MAX_IDS, MAX_TIME_ON_ITEM_MS

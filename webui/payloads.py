@@ -5,7 +5,7 @@ from flask import request, url_for
 from werkzeug.exceptions import BadRequest
 
 from store.review import iso_utc
-from store.schema import CLASSES
+from models.classes import CLASSES
 
 from .parsing import MAX_INT, MAX_JSON_DEPTH, whole_number
 

@@ -10,12 +10,12 @@ from flask import Blueprint, jsonify, render_template
 from flask_login import current_user
 from werkzeug.exceptions import BadRequest, NotFound
 
+from models.classes import CLASSES
 from store import corrections, leases
-from store import queries as q
 from store import gold as store_gold
 from store import overlap as store_overlap
 from store import review as store_review
-from store.schema import CLASSES
+from store.model_versions import active_model
 
 from . import guidelines
 from .context import db, settings
@@ -122,7 +122,7 @@ def scoring_encoder() -> tuple[str, bool]:
     """(encoder, random?) of what scores images now: the active head's encoder, else the
     configured one (zero-shot only)."""
     with db() as s:
-        active = q.active_model(s)
+        active = active_model(s)
         if active is not None:
             return active.encoder, random_weights(active.encoder)
     cfg = settings()

@@ -14,7 +14,8 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from store import bulk as store_bulk
 from store import neighbours
-from store.schema import CLASSES, Image, Prediction, ReviewTask
+from models.classes import CLASSES
+from store.schema import Image, Prediction, ReviewTask
 
 from .context import db, int_arg, settings
 from .payloads import body

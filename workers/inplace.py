@@ -16,11 +16,11 @@ from typing import Callable, Iterable, Iterator
 
 from sqlalchemy import select, text, update
 
-from store import queries as q
 from store.db import session_scope
-from store.queries import _chunks
+from store.images import Registered, get_or_create_batch
 from store.s3 import Listed, ObjectStoreError, check_bucket, list_objects, parse_s3_url
-from store.schema import BatchImage, Image
+from store.schema import BatchImage, Image, utcnow
+from store.sql import chunks
 from verge.settings import Settings
 
 from .app import SCORE_CHUNK, app, configure
@@ -61,14 +61,14 @@ _PG_LINKS = text(
     "ON CONFLICT DO NOTHING")
 
 
-def register_objects(session, batch_id: int, bucket: str, objects: list[Listed]) -> q.Registered:
+def register_objects(session, batch_id: int, bucket: str, objects: list[Listed]) -> Registered:
     """Record objects in place (location + ETag, no hash yet), queued, and link them to the batch.
     Objects registered before (same location and ETag) are linked again, not duplicated; those
-    only ``registered`` so far become queued. Returns them like ``queries.register_images``.
+    only ``registered`` so far become queued. Returns them like ``store.images.register_images``.
 
     INSERT ... ON CONFLICT DO NOTHING RETURNING id, which SQLAlchemy sends as multi-row
     statements: the ids of new rows come back without a second look-up (the common case)."""
-    now = q.utcnow()
+    now = utcnow()
     rows = {(o.url(bucket), o.etag): o for o in objects}
     ids: dict[tuple, int] = {}
     values = [{"sha256": None, "storage_key": loc, "etag": etag, "source_name": loc[:500],
@@ -84,11 +84,11 @@ def register_objects(session, batch_id: int, bucket: str, objects: list[Listed])
         stmt = (_insert(session, Image).on_conflict_do_nothing()
                 .returning(Image.id, Image.storage_key, Image.etag))
         ids.update({(loc, etag): iid for iid, loc, etag in session.connection().execute(stmt, values)})
-    out = q.Registered(batch_id)
+    out = Registered(batch_id)
     out.new_ids = list(ids.values())
     known = [k for k in rows if k not in ids]
     waiting = []
-    for part in _chunks(sorted({loc for loc, _ in known})):
+    for part in chunks(sorted({loc for loc, _ in known})):
         for iid, loc, etag, status in session.execute(
                 select(Image.id, Image.storage_key, Image.etag, Image.status)
                 .where(Image.storage_key.in_(part))):
@@ -106,7 +106,7 @@ def register_objects(session, batch_id: int, bucket: str, objects: list[Listed])
         session.connection().execute(
             _insert(session, BatchImage).on_conflict_do_nothing()
             .returning(BatchImage.image_id), links)  # RETURNING: batched like the images
-    for part in _chunks(waiting):
+    for part in chunks(waiting):
         session.execute(update(Image).where(Image.id.in_(part), Image.status == "registered")
                         .values(status="queued", queued_at=now))
     out.to_score = out.new_ids + waiting
@@ -190,7 +190,7 @@ def register_pages(settings: Settings, bucket: str, pages: Iterable[list[Listed]
     result = result or SubmitResult(0, "")
     result.batch = batch or new_batch_name()
     with session_scope(db_url) as s:
-        result.batch_id = q.get_or_create_batch(s, result.batch, source)
+        result.batch_id = get_or_create_batch(s, result.batch, source)
     for page in pages:
         with session_scope(db_url) as s:
             reg = register_objects(s, result.batch_id, bucket, page)

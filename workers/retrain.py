@@ -27,7 +27,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from models.encoder import EncoderSpec
 from models.heads import THREE_CLASS, THREE_CLASSES, head_bytes, load_head
@@ -37,7 +37,8 @@ from models.training import (RETRAIN_RECIPE, Recipe, TrainResult, batch_size_for
 from store import active_head as head_guard
 from store import labels as labels_q
 from store import locks
-from store import queries as q
+from store import embeddings, model_versions
+from store import review as review_q
 from store.clock import db_now
 from store.db import session_scope
 from store.pausepoints import reach
@@ -49,7 +50,6 @@ from .routing import SUSPECT_LABEL
 
 log = logging.getLogger("verge.retrain")
 MIN_LABELS = 10
-ROLLED_BACK = "rolled_back"  # a head a rollback left: never the target of a later rollback
 
 
 @dataclass
@@ -91,9 +91,9 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
             # its created_at, so labels that arrive while it trains count towards the next run
             labels_as_of = db_now(s)
             agreed = labels_q.consensus(s)
-            found, X, shas = q.embedding_matrix(s, agreed.labels, encoder_key)
-            active = q.active_model(s)
-            active_info = ((active.id, q.head_checkpoint(s, active.id), active.encoder)
+            found, X, shas = embeddings.embedding_matrix(s, agreed.labels, encoder_key)
+            active = model_versions.active_model(s)
+            active_info = ((active.id, model_versions.head_checkpoint(s, active.id), active.encoder)
                            if active else None)
         lease.renew()
         ids = found.tolist()
@@ -157,7 +157,7 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
             s.add(mv)
             s.flush()
             if promote:
-                q.activate_model(s, mv.id)
+                model_versions.activate_model(s, mv.id)
             out.version_id, out.promoted = mv.id, promote
         if promote and on_promoted:
             on_promoted(out.version_id)
@@ -197,7 +197,7 @@ def flag_suspects(settings: Settings, ids, X, y, agreed, encoder_key: str, recip
     with session_scope(settings.resolved_database_url) as s:
         if lease:
             lease.confirm(s)
-        opened = q.open_review_tasks(s, {iid: (SUSPECT_LABEL, p) for iid, p in suspects.items()})
+        opened = review_q.open_review_tasks(s, {iid: (SUSPECT_LABEL, p) for iid, p in suspects.items()})
     if opened:
         webhooks.emit(settings, "label.suspect", {
             "routed": opened, "threshold": settings.suspect_threshold,
@@ -229,42 +229,3 @@ def new_labels_since_last_model(settings: Settings) -> int:
     with session_scope(settings.resolved_database_url) as s:
         last = s.scalar(select(ModelVersion.created_at).order_by(ModelVersion.id.desc()).limit(1))
         return labels_q.labels_since(s, last)
-
-
-def activate(settings: Settings, version_id: int) -> ModelVersion:
-    with session_scope(settings.resolved_database_url) as s:
-        mv = s.get(ModelVersion, version_id)
-        if mv is None:
-            raise ValueError(f"no model version {version_id}")
-        q.activate_model(s, version_id)
-        previous = s.scalar(select(ModelVersion.id)
-                            .where(ModelVersion.state == "retired", ModelVersion.activated_at.is_not(None))
-                            .order_by(ModelVersion.activated_at.desc()).limit(1))
-        info = {"version": mv.id, "kind": mv.kind, "trigger": "manual", "previous_version": previous}
-    webhooks.emit(settings, "model.promoted", info)
-    return mv
-
-
-def rollback(settings: Settings) -> tuple[int, int, int]:
-    """Re-activate the head that was active before the current one; reopen what the current one
-    resolved and point images and open tasks back at the restored head's predictions. The head
-    left behind is marked ``rolled_back``, so a second rollback goes further back instead of
-    returning to it. Returns (from_version, to_version, tasks_reopened)."""
-    with session_scope(settings.resolved_database_url) as s:
-        current = head_guard.hold(s, exclusive=True)
-        if current is None:
-            raise ValueError("no head is active; nothing to roll back")
-        previous = s.scalar(select(ModelVersion)
-                            .where(ModelVersion.state == "retired", ModelVersion.activated_at.is_not(None))
-                            .order_by(ModelVersion.activated_at.desc()).limit(1))
-        if previous is None:
-            raise ValueError(f"no earlier head is left behind version {current.id} (it is the first one "
-                             f"activated, or the earlier ones were rolled back); nothing to roll back to")
-        q.activate_model(s, previous.id)
-        s.execute(update(ModelVersion).where(ModelVersion.id == current.id).values(state=ROLLED_BACK))
-        reopened = q.reopen_resolved(s, current.id)
-        q.restore_predictions(s, current.id, previous.id)
-        out = current.id, previous.id, reopened
-    webhooks.emit(settings, "model.rolled_back", {"from_version": out[0], "to_version": out[1],
-                                                  "review_tasks_reopened": out[2]})
-    return out

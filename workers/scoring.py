@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
@@ -27,12 +27,16 @@ from models.heads import THREE_CLASS, Head, load_head
 from models.pipeline import embed_keys, stack
 from models.zeroshot import ZeroShot, zero_shot_for
 from store import active_head
-from store import queries as q
 from store.blobs import open_blobs, read_image, sha256_hex
-from store.identity import adopt_hashes
 from store.db import session_scope
+from store.embeddings import save_embeddings, stored_embeddings
+from store.identity import adopt_hashes
+from store.images import count_attempt, images_by_id, mark_failed
+from store.model_versions import active_model, head_checkpoint
 from store.pausepoints import reach
-from store.schema import CLASSES
+from store.predictions import already_predicted, apply_rescore, record_predictions
+from store.review import rescore_page
+from models.classes import CLASSES
 from verge.settings import Settings
 
 from .routing import HUMAN_REASONS, RoutingPolicy, binary_class, route, route_three_class
@@ -49,7 +53,6 @@ class ChunkReport:
     linked: int = 0           # registered in place, found to be bytes verge knew: merged into those
     embedded: int = 0         # embeddings computed (the rest were reused)
     seconds: float = 0.0
-    errors: dict = field(default_factory=dict)
 
 
 class Scorer:
@@ -72,7 +75,7 @@ class Scorer:
             return None
         if self._head is None or self._head[0] != version_id:
             with session_scope(self.settings.resolved_database_url) as s:
-                checkpoint = q.head_checkpoint(s, version_id)  # from the database, not a disk
+                checkpoint = head_checkpoint(s, version_id)  # from the database, not a disk
             head = load_head(checkpoint, self.encoder.key)  # refuses a head of another encoder
             self._head = (version_id, head)
             log.info("switched to head version %s (%s)", version_id, head.meta.kind)
@@ -83,7 +86,7 @@ class Scorer:
         for the first time: objects registered in place are hashed from the bytes decoded)."""
         ids = [im.id for im in images]
         with session_scope(self.settings.resolved_database_url) as s:
-            vectors = q.stored_embeddings(s, ids, self.encoder.key)
+            vectors = stored_embeddings(s, ids, self.encoder.key)
         todo = {im.id: im for im in images if im.id not in vectors}
         hashes: dict[int, str] = {}
 
@@ -107,13 +110,13 @@ class Scorer:
         report = ChunkReport()
         url = self.settings.resolved_database_url
         with session_scope(url) as s:
-            mv = q.active_model(s)
+            mv = active_model(s)
             mv_id, mv_path = (mv.id, mv.path) if mv else (None, None)
-            images = [im for im in q.images_by_id(s, image_ids) if im.status != "failed"]
-            seen = q.already_predicted(s, [im.id for im in images], mv_id)
+            images = [im for im in images_by_id(s, image_ids) if im.status != "failed"]
+            seen = already_predicted(s, [im.id for im in images], mv_id)
             todo = [im for im in images if im.id not in seen]
             prior = {im.id: im.attempts for im in todo}
-            q.count_attempt(s, list(prior))
+            count_attempt(s, list(prior))
         report.skipped = len(images) - len(todo)
         # Deliveries that began and never finished (the worker was killed) show up as attempts.
         errors = {iid: f"scoring was interrupted {n} times (the worker died on this image's chunk); "
@@ -154,9 +157,9 @@ class Scorer:
                 now_active = active_head.hold(s)
                 now_id = now_active.id if now_active else None
                 if now_id == mv_id:
-                    q.save_embeddings(s, self.encoder.key, new_vectors)
-                    recorded = q.record_predictions(s, predictions, sizes)
-                    q.mark_failed(s, errors)
+                    save_embeddings(s, self.encoder.key, new_vectors)
+                    recorded = record_predictions(s, predictions, sizes)
+                    mark_failed(s, errors)
                     break
                 now_path = now_active.path if now_active else None
             log.info("the active head changed from %s to %s while a chunk embedded; re-scoring it",
@@ -172,7 +175,6 @@ class Scorer:
 
             enqueue(self.settings, woken)
         report.failed = len(errors)
-        report.errors = errors
         report.seconds = time.perf_counter() - started
         return report
 
@@ -217,7 +219,7 @@ class Scorer:
         changed meanwhile (whoever changed it asks for its own re-score)."""
         url = self.settings.resolved_database_url
         with session_scope(url) as s:
-            mv = q.active_model(s)
+            mv = active_model(s)
             if mv is None:
                 return {"rescored": 0, "resolved": 0}
             mv_id, mv_path = mv.id, mv.path
@@ -226,12 +228,12 @@ class Scorer:
         after = 0
         while True:
             with session_scope(url) as s:
-                page = q.rescore_page(s, HUMAN_REASONS, after, RESCORE_PAGE)
+                page = rescore_page(s, HUMAN_REASONS, after, RESCORE_PAGE)
                 if not page:
                     break
                 after = page[-1].task_id
                 todo = [item for item in page if item.current_version != mv_id]
-                vectors = q.stored_embeddings(s, [item.id for item in todo], self.encoder.key)
+                vectors = stored_embeddings(s, [item.id for item in todo], self.encoder.key)
             todo = [item for item in todo if item.id in vectors]
             if not todo:
                 continue
@@ -245,7 +247,7 @@ class Scorer:
                     log.info("re-score with head %s stopped: head %s is active now", mv_id,
                              now_active.id if now_active else None)
                     break
-                resolved += q.apply_rescore(s, predictions, mv_id,
+                resolved += apply_rescore(s, predictions, mv_id,
                                             {item.id: item.task_id for item in todo})
             rescored += len(predictions)
         log.info("re-scored %d open tasks with head %s: %d resolved", rescored, mv_id, resolved)

@@ -19,10 +19,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from sqlalchemy import select, update
 
-from store import queries as q
 from store.blobs import open_blobs
 from store.db import session_scope
-from store.schema import BatchImage, Image
+from store.images import get_or_create_batch, register_images
+from store.schema import BatchImage, Image, utcnow
 from verge.settings import Settings
 
 from .app import SCORE_CHUNK, app, configure
@@ -193,7 +193,7 @@ def enqueue(settings: Settings, image_ids: Sequence[int], batch_id: int | None =
                           producer=producer, retry=True, retry_policy=PUBLISH_RETRY)
     with session_scope(settings.resolved_database_url) as s:
         for chunk in chunks:
-            s.execute(update(Image).where(Image.id.in_(chunk)).values(queued_at=q.utcnow()))
+            s.execute(update(Image).where(Image.id.in_(chunk)).values(queued_at=utcnow()))
     return len(chunks)
 
 
@@ -212,7 +212,7 @@ def submit_items(settings: Settings, items: Iterable[tuple[str, Callable[[], byt
     url = settings.resolved_database_url
     name = batch or new_batch_name()
     with session_scope(url) as s:
-        batch_id = q.get_or_create_batch(s, name, source)
+        batch_id = get_or_create_batch(s, name, source)
     # the same list: a streaming caller keeps adding what it skips while files are submitted
     result = SubmitResult(batch_id, name, skipped=skipped if isinstance(skipped, list) else list(skipped))
 
@@ -234,7 +234,7 @@ def submit_items(settings: Settings, items: Iterable[tuple[str, Callable[[], byt
             else:
                 files.append((item_name, *blob))
         with session_scope(url) as s:
-            reg = q.register_images(s, batch_id, files, queue=True)
+            reg = register_images(s, batch_id, files, queue=True)
         result.submitted += len(files)
         result.new += len(reg.new_ids)
         result.duplicates += len(files) - len(reg.new_ids)
@@ -300,7 +300,7 @@ def requeue(settings: Settings, batch_id: int | None = None, older_than_s: float
     if batch_id is not None:
         stmt = stmt.join(BatchImage, BatchImage.image_id == Image.id).where(BatchImage.batch_id == batch_id)
     if older_than_s is not None:
-        cutoff = q.utcnow() - dt.timedelta(seconds=older_than_s)
+        cutoff = utcnow() - dt.timedelta(seconds=older_than_s)
         stmt = stmt.where((Image.queued_at.is_(None)) | (Image.queued_at < cutoff))
     sent, last = 0, 0
     while True:

@@ -19,9 +19,12 @@ from models.heads import head_bytes
 from models.augment import embed_views
 from models.pipeline import embed_keys
 from models.training import Recipe, EpochStats, train_binary
-from store import queries as q
 from store.blobs import BlobStore, open_blobs
 from store.db import session_scope
+from store.embeddings import save_embeddings, stored_embeddings
+from store.images import mark_failed, register_images
+from store.labels import replace_source_labels
+from store.model_versions import activate_model
 from store.schema import ModelVersion
 from verge.settings import Settings
 
@@ -87,9 +90,9 @@ def train_binary_files(settings: Settings, files: list[tuple[Path, str]], source
         data = path.read_bytes()
         rows.append((str(path), blobs.put(data), len(data)))
     with session_scope(url) as s:
-        reg = q.register_images(s, None, rows, queue=False)
-        q.replace_source_labels(s, source, {iid: cls for iid, (_, cls) in zip(reg.image_ids, files)})
-        stored = q.stored_embeddings(s, reg.image_ids, encoder.key)
+        reg = register_images(s, None, rows, queue=False)
+        replace_source_labels(s, source, {iid: cls for iid, (_, cls) in zip(reg.image_ids, files)})
+        stored = stored_embeddings(s, reg.image_ids, encoder.key)
     sha_of = {iid: sha for iid, (_, sha, _) in zip(reg.image_ids, rows)}
     missing = [iid for iid in dict.fromkeys(reg.image_ids) if iid not in stored]
     bar = progress_factory(len(missing)) if progress_factory and missing else None
@@ -100,9 +103,9 @@ def train_binary_files(settings: Settings, files: list[tuple[Path, str]], source
     if bar:
         bar.close()
     with session_scope(url) as s:
-        q.save_embeddings(s, encoder.key, done.vectors)
+        save_embeddings(s, encoder.key, done.vectors)
         # Only images nobody asked to score yet become failed; a scored image keeps its state.
-        q.mark_failed(s, {iid: r for iid, r in done.errors.items()
+        mark_failed(s, {iid: r for iid, r in done.errors.items()
                           if iid in set(reg.new_ids)})
     vectors = {**stored, **done.vectors}
     label_of = {iid: cls for iid, (_, cls) in zip(reg.image_ids, files)}
@@ -127,7 +130,7 @@ def train_binary_files(settings: Settings, files: list[tuple[Path, str]], source
         s.add(mv)
         s.flush()
         if activate:
-            q.activate_model(s, mv.id)
+            activate_model(s, mv.id)
         version_id = mv.id
     failed = [(name, done.errors[iid]) for iid, (name, _, _) in zip(reg.image_ids, rows)
               if iid in done.errors]
@@ -144,14 +147,14 @@ def augmented_rows(settings: Settings, encoder, ids, y, sha_of, blobs: BlobStore
     cached: dict = {}
     with session_scope(url) as s:
         for j in range(1, views + 1):
-            for iid, v in q.stored_embeddings(s, chosen, f"{encoder.key}#aug{j}").items():
+            for iid, v in stored_embeddings(s, chosen, f"{encoder.key}#aug{j}").items():
                 cached[(iid, j)] = v
     todo = [iid for iid in chosen if any((iid, j) not in cached for j in range(1, views + 1))]
     fresh = embed_views(encoder, [(iid, sha_of[iid], blobs.get(sha_of[iid])) for iid in todo], views,
                         settings.batch_size)
     with session_scope(url) as s:
         for j in range(1, views + 1):
-            q.save_embeddings(s, f"{encoder.key}#aug{j}",
+            save_embeddings(s, f"{encoder.key}#aug{j}",
                               {iid: v for (iid, jj), v in fresh.items() if jj == j})
     cached.update(fresh)
     keys = sorted(cached)

@@ -26,8 +26,8 @@ import uuid
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from store import queries as q
 from store.db import session_scope
+from store.images import batch_counts, find_batch
 from store.schema import BatchImage, Image, Label, User, WebhookDelivery, utcnow
 from verge.settings import Settings
 
@@ -159,9 +159,9 @@ def batches_finished(settings: Settings, image_ids, batch_id: int | None = None)
                 .distinct()))
             done = []
             for bid in sorted(ids):
-                counts = q.batch_counts(s, [bid]).get(bid, {})
+                counts = batch_counts(s, [bid]).get(bid, {})
                 if counts.get("total") and not counts.get("queued") and not counts.get("registered"):
-                    batch = q.find_batch(s, bid)
+                    batch = find_batch(s, bid)
                     done.append({"id": bid, "name": batch.name if batch else None,
                                  **{k: counts.get(k, 0) for k in ("total", "scored", "failed", "routed")}})
     except Exception:

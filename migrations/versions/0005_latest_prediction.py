@@ -25,7 +25,7 @@ def upgrade() -> None:
         with op.batch_alter_table('image', schema=None) as batch_op:
             batch_op.add_column(sa.Column('latest_prediction_id', sa.Integer(), nullable=True))
     # backfill: the newest prediction of every image that has one (from here on the writers of
-    # predictions keep it, in their own transaction: store/queries.py)
+    # predictions keep it, in their own transaction: store/predictions.py)
     if bind.dialect.name == "postgresql":
         # Outside the schema change's transaction, in batches of image ids: ADD COLUMN holds
         # ACCESS EXCLUSIVE on image until its transaction ends, and a one-statement backfill in

@@ -63,25 +63,25 @@ class Seeder:
 
     def image(self, data: bytes | None = None, name: str | None = None, batch: str = "seed",
               status: str = "scored") -> int:
-        from store import queries as q
         from store.blobs import BlobStore
         from store.db import session_scope
+        from store.images import get_or_create_batch, register_images
         from store.schema import Image
 
         self.n += 1
         data = data or jpeg(((self.n * 37) % 256, (self.n * 91) % 256, (self.n * 53) % 256))
         key = BlobStore(self.settings.resolved_blob_dir).put(data)
         with session_scope(self.url) as s:
-            bid = q.get_or_create_batch(s, batch, "cli")
-            reg = q.register_images(s, bid, [(name or f"photo-{self.n}.jpg", key, len(data))])
+            bid = get_or_create_batch(s, batch, "cli")
+            reg = register_images(s, bid, [(name or f"photo-{self.n}.jpg", key, len(data))])
             iid = reg.image_ids[0]
             s.get(Image, iid).status = status
         return iid
 
     def predict(self, image_id: int, p_road: float | None, zs_p_road: float, reasons: str = "",
                 model_version_id: int | None = None) -> int:
-        from store import queries as q
         from store.db import session_scope
+        from store.predictions import point_to_latest
         from store.schema import Prediction
 
         def cls(p):
@@ -96,7 +96,7 @@ class Seeder:
                 zs_class=cls(zs_p_road), routed=bool(reasons), reasons=reasons)
             s.add(pred)
             s.flush()
-            q.point_to_latest(s, [pred])  # as record_predictions does in the worker's transaction
+            point_to_latest(s, [pred])  # as record_predictions does in the worker's transaction
             return pred.id
 
     def task(self, image_id: int, priority: float, reasons: str = "near_threshold",

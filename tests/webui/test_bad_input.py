@@ -17,8 +17,8 @@ import urllib.request
 import pytest
 from sqlalchemy import func, select
 
-from store import queries as q
 from store.db import session_scope
+from store.images import find_batch
 from store.schema import Batch, BatchImage, Image
 from tests.conftest import TINY
 from tests.corpus import upload_corpus
@@ -97,7 +97,7 @@ def test_bad_input_through_the_web_and_the_api_ends_scored_or_failed(web_setting
     # every file of both batches: scored, or failed with a one-line reason that says why
     with session_scope(seed.url) as s:
         for batch, corpus in ((WEB_BATCH, web), (API_BATCH, api)):
-            b = q.find_batch(s, batch)
+            b = find_batch(s, batch)
             rows = s.execute(select(BatchImage.source_name, Image)
                              .join(Image, Image.id == BatchImage.image_id)
                              .where(BatchImage.batch_id == b.id)).all()

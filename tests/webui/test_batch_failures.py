@@ -2,8 +2,8 @@
 one count query."""
 from __future__ import annotations
 
-from store import queries as q
 from store.db import session_scope
+from store.images import batch_progress, find_batch
 
 from .test_api import _token
 
@@ -13,8 +13,8 @@ def test_failures_are_paged_on_the_api_and_the_batch_page(client, seed, as_user,
         seed.image(data=b"bad %d" % i, batch="many", name=f"f{i:03d}.jpg", status="failed")
     seed.image(batch="many", name="ok.jpg")
     with session_scope(web_settings.resolved_database_url) as s:
-        bid = q.find_batch(s, "many").id
-        assert q.batch_progress(s, bid) == {"total": 131, "registered": 0, "queued": 0,
+        bid = find_batch(s, "many").id
+        assert batch_progress(s, bid) == {"total": 131, "registered": 0, "queued": 0,
                                             "scored": 1, "failed": 130}
     seed.user("ann")
     auth = _token(seed, "ann")

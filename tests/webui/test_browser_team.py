@@ -45,7 +45,7 @@ def test_bulk_label_five_similar_images_by_keyboard_then_adjudicate(live_team, b
     from PIL import Image
 
     from store import overlap
-    from store import queries as q
+    from store.embeddings import save_embeddings
 
     seed.user("ann")
     seed.user("bob")
@@ -60,7 +60,7 @@ def test_bulk_label_five_similar_images_by_keyboard_then_adjudicate(live_team, b
     c_iid, c_tid = seed.routed(0.05, p_road=0.48, zs_p_road=0.66, data=_picture("road", 9))
     vecs = tiny_encoder.encode_images([Image.open(io.BytesIO(d)).convert("RGB") for *_, d in made])
     with session_scope(seed.url) as s:
-        q.save_embeddings(s, tiny_encoder.key, {m[0]: v for m, v in zip(made, vecs)})
+        save_embeddings(s, tiny_encoder.key, {m[0]: v for m, v in zip(made, vecs)})
         overlap.post_label(s, c_tid, seed.users["ann"], "ann", "road", "review", 2)
         overlap.post_label(s, c_tid, seed.users["bob"], "bob", "field", "review", 2)
 

@@ -102,10 +102,10 @@ def test_jsonl_and_csv_round_trip_matches_the_database(as_user, seed):
 def test_one_batch_by_id_or_name(as_user, seed):
     ids = _seed_two_batches(seed)
     ada = as_user("ada", "admin")
-    from store import queries as q
+    from store.images import find_batch
 
     with session_scope(seed.url) as s:
-        july = q.find_batch(s, "july").id
+        july = find_batch(s, "july").id
     r = ada.get(f"/admin/export?format=jsonl&batch={july}")
     assert r.headers["Content-Disposition"] == f'attachment; filename="verge-export-batch-{july}.jsonl"'
     assert [json.loads(x)["image_id"] for x in r.get_data(as_text=True).splitlines()] == [ids["c"]]

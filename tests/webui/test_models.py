@@ -10,9 +10,12 @@ import re
 import numpy as np
 import pytest
 
-from store import queries as q
 from store.blobs import sha256_hex
 from store.db import session_scope
+from store.embeddings import save_embeddings
+from store.images import get_or_create_batch, register_images
+from store.labels import replace_source_labels
+from store.model_versions import activate_model, active_model
 from store.schema import Label, ModelVersion
 
 from .conftest import login, make_app
@@ -43,11 +46,11 @@ def trained(loop_settings, seed):
     rev = seed.user("rev")
     url = loop_settings.resolved_database_url
     with session_scope(url) as s:
-        bid = q.get_or_create_batch(s, "loop", "cli")
-        ids = q.register_images(s, bid, [(f"img-{i}.jpg", sha256_hex(str(i).encode()), 100)
+        bid = get_or_create_batch(s, "loop", "cli")
+        ids = register_images(s, bid, [(f"img-{i}.jpg", sha256_hex(str(i).encode()), 100)
                                          for i in range(len(y))], queue=False).image_ids
-        q.save_embeddings(s, KEY, {iid: X[i] for i, iid in enumerate(ids)})
-        q.replace_source_labels(s, "training:/photos", {iid: CLASSES[y[i]] for i, iid in enumerate(ids)
+        save_embeddings(s, KEY, {iid: X[i] for i, iid in enumerate(ids)})
+        replace_source_labels(s, "training:/photos", {iid: CLASSES[y[i]] for i, iid in enumerate(ids)
                                                          if y[i] < 2})
         s.add_all([Label(image_id=iid, user_id=rev, source="review", cls="road_and_field")
                    for i, iid in enumerate(ids) if y[i] == 2])
@@ -58,7 +61,7 @@ def trained(loop_settings, seed):
                           metrics=binary.meta.metrics)
         s.add(mv)
         s.flush()
-        q.activate_model(s, mv.id)
+        activate_model(s, mv.id)
         binary_id = mv.id
     quick = dataclasses.replace(RETRAIN_RECIPE, epochs=8, patience=3, lr_halve_every=3)
     first = retrain(loop_settings, recipe=quick, find_suspects=False)
@@ -134,7 +137,7 @@ def test_activate_and_roll_back_enqueue_rescoring(admin, trained, loop_settings)
     assert f"Version {trained['candidate']} (three_class) is the active head" in page
     assert "being re-scored" in page
     with session_scope(url) as s:
-        assert q.active_model(s).id == trained["candidate"]
+        assert active_model(s).id == trained["candidate"]
         assert s.get(ModelVersion, trained["promoted"]).state == "retired"
     assert len(messages()) == before + 1  # a rescore_open task went to the broker
     # activating the active one again changes nothing
@@ -147,7 +150,7 @@ def test_activate_and_roll_back_enqueue_rescoring(admin, trained, loop_settings)
     page = admin.get(r.headers["Location"]).get_data(as_text=True)
     assert f"Rolled back from version {trained['candidate']} to version {trained['promoted']}" in page
     with session_scope(url) as s:
-        assert q.active_model(s).id == trained["promoted"]
+        assert active_model(s).id == trained["promoted"]
     assert len(messages()) == before + 2
     assert admin.post("/admin/models/999/activate").status_code == 404
 
@@ -168,7 +171,7 @@ def test_a_broker_that_is_down_is_a_message_not_an_error(loop_settings, seed, tr
     assert "is the active head" in page
     assert "Open review tasks were not re-scored" in page and "cannot reach the broker" in page
     with session_scope(loop_settings.resolved_database_url) as s:
-        assert q.active_model(s).id == trained["candidate"]  # the switch itself happened
+        assert active_model(s).id == trained["candidate"]  # the switch itself happened
 
 
 def test_model_actions_need_an_admin_and_a_csrf_token(as_user, seed, loop_settings):
@@ -182,6 +185,61 @@ def test_model_actions_need_an_admin_and_a_csrf_token(as_user, seed, loop_settin
     assert r.status_code == 400 and "security token" in r.get_data(as_text=True)
     with session_scope(seed.url) as s:
         assert s.get(ModelVersion, vid).state == "candidate"
+
+
+_ADMIN_IN_A_FRESH_PROCESS = """
+import json, re, sys
+from verge.settings import Settings
+from webui import create_app
+
+app = create_app(Settings.from_env(), TESTING=True, LOGIN_FAIL_DELAY_S=0)
+c = app.test_client()
+
+def token(path):
+    html = c.get(path).get_data(as_text=True)
+    return re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
+
+r = c.post("/login", data={"name": "ada", "password": PASSWORD, "csrf_token": token("/login")})
+assert r.status_code == 302, r.status_code
+h = {"X-CSRFToken": token("/review")}
+out = {}
+for step, path in (("activate", "/admin/models/%d/activate" % CANDIDATE), ("rollback", "/admin/models/rollback")):
+    r = c.post(path, headers=h)
+    out[step] = [r.status_code, r.headers.get("Location", "")]
+out["loaded"] = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip", "torchvision"))
+print(json.dumps(out))
+"""
+
+
+def test_activating_and_rolling_back_from_the_admin_page_never_loads_torch(seed, loop_settings):
+    """The admin page flips database rows: a web process (a fresh interpreter here, since this
+    one has torch loaded by other tests) activates a version and rolls back without importing
+    torch or open_clip (store/model_versions.py, workers/activation.py)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .conftest import PASSWORD
+
+    seed.user("ada", "admin")
+    first, candidate = seed.model(state="candidate"), seed.model(state="candidate")
+    with session_scope(loop_settings.resolved_database_url) as s:
+        activate_model(s, first)  # activated (not just marked active): a rollback returns to it
+    root = Path(__file__).resolve().parents[2]
+    script = (f"PASSWORD = {PASSWORD!r}\nCANDIDATE = {candidate}\n" + _ADMIN_IN_A_FRESH_PROCESS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["activate"][0] == 302 and out["activate"][1].endswith(f"/admin/models/{candidate}")
+    assert out["rollback"][0] == 302 and out["rollback"][1].endswith(f"/admin/models/{first}")
+    assert out["loaded"] == []
+    with session_scope(loop_settings.resolved_database_url) as s:
+        assert active_model(s).id == first
+        assert s.get(ModelVersion, candidate).state == "rolled_back"
 
 
 def test_line_chart_svg_skips_gaps_escapes_and_scales():

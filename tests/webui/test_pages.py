@@ -74,10 +74,10 @@ def test_browse_filters(as_user, seed):
     ann.post("/review/api/claim", json={})
     ann.post("/review/api/label", json={"task_id": audit_task, "class": "road"})  # not the top one
     ann.post("/review/api/claim", json={"exclude": []})
-    from store import queries as q
+    from store.images import find_batch
 
     with session_scope(seed.url) as s:
-        a_id = q.find_batch(s, "a").id
+        a_id = find_batch(s, "a").id
     assert _browse_ids(ann) == [audit, queued, failed, field, road]
     assert _browse_ids(ann, f"?batch={a_id}") == [queued, road]
     assert _browse_ids(ann, "?status=failed") == [failed]
@@ -153,10 +153,10 @@ def test_batches_list_and_detail(as_user, seed):
     assert "1 of 2 scored" in html and '<span class="s-failed">1 failed</span>' in html
     assert 'aria-label="1 of 2 scored, 1 failed"' in html
     assert 'aria-label="0 of 1 labeled"' in html  # review progress beside scoring
-    from store import queries as q
+    from store.images import find_batch
 
     with session_scope(seed.url) as s:
-        bid = q.find_batch(s, "june").id
+        bid = find_batch(s, "june").id
     html = ann.get(f"/batches/{bid}").get_data(as_text=True)
     assert "<strong>2</strong><span>images</span>" in html and "<strong>1</strong><span>failed</span>" in html
     assert ann.get("/batches/999").status_code == 404

@@ -192,11 +192,11 @@ def test_names_are_escaped_everywhere(as_user, seed):
     pid = seed.predict(iid, 0.5, 0.4, "near_threshold")
     seed.task(iid, 0.9, "near_threshold", pid)
     browser = as_user("ann")
-    from store import queries as q
     from store.db import session_scope
+    from store.images import find_batch
 
     with session_scope(seed.url) as s:
-        bid = q.find_batch(s, evil_batch).id
+        bid = find_batch(s, evil_batch).id
     for path in ["/batches", f"/batches/{bid}", "/browse", f"/browse/{iid}", "/queue",
                  f"/browse?batch={bid}"]:
         html = browser.get(path).get_data(as_text=True)

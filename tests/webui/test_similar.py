@@ -23,7 +23,7 @@ def embedded(seed, tiny_encoder):
     from PIL import Image
     import io
 
-    from store import queries as q
+    from store.embeddings import save_embeddings
 
     made = []
     for c in COLORS:
@@ -32,7 +32,7 @@ def embedded(seed, tiny_encoder):
         made.append((iid, tid, data))
     vecs = tiny_encoder.encode_images([Image.open(io.BytesIO(d)).convert("RGB") for *_, d in made])
     with session_scope(seed.url) as s:
-        q.save_embeddings(s, tiny_encoder.key, {iid: v for (iid, _, _), v in zip(made, vecs)})
+        save_embeddings(s, tiny_encoder.key, {iid: v for (iid, _, _), v in zip(made, vecs)})
     return {"ids": [m[0] for m in made], "tasks": [m[1] for m in made], "vecs": vecs,
             "key": tiny_encoder.key}
 
@@ -62,7 +62,7 @@ def test_the_index_keeps_up_with_new_embeddings(as_user, embedded, seed, tiny_en
     from PIL import Image
     import io
 
-    from store import queries as q
+    from store.embeddings import save_embeddings
 
     monkeypatch.setattr(neighbours, "REFRESH_S", 0.0)
     ann = as_user("ann")
@@ -71,7 +71,7 @@ def test_the_index_keeps_up_with_new_embeddings(as_user, embedded, seed, tiny_en
     iid, _ = seed.routed(0.5, data=data)  # its prediction id is newer than the index's mark
     vec = tiny_encoder.encode_images([Image.open(io.BytesIO(data)).convert("RGB")])[0]
     with session_scope(seed.url) as s:
-        q.save_embeddings(s, embedded["key"], {iid: vec})
+        save_embeddings(s, embedded["key"], {iid: vec})
     got = _similar(ann, embedded["tasks"][0], k=3)
     assert iid in [im["image_id"] for im in got["images"]]
 

@@ -125,7 +125,7 @@ def test_conflicting_labels_raise_a_signed_webhook_without_waiting_for_the_recei
 
 
 def test_promotion_and_rollback_are_announced(web_settings, seed, receiver):
-    from workers.retrain import activate, rollback
+    from workers.activation import activate, rollback
 
     settings = make_app(web_settings, webhook_urls=(receiver.url,), webhook_secret=SECRET).config["VERGE_SETTINGS"]
     old = seed.model(state="candidate")

@@ -8,7 +8,7 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()

@@ -43,7 +43,7 @@ from .clock import db_now
 from .schema import (
     Batch, BatchImage, Image, Label, Prediction, ReviewClaim, ReviewSkip, ReviewTask, User, utcnow,
 )
-from .sql import chunks, id_in, insert_ignore
+from .sql import chunks, dialect_insert, id_in, insert_ignore
 
 MAX_EXCLUDE = 8
 # The writes below are Core statements on the tables: the ORM's bulk-UPDATE bookkeeping would
@@ -51,6 +51,8 @@ MAX_EXCLUDE = 8
 RT = ReviewTask.__table__
 LB = Label.__table__
 RC = ReviewClaim.__table__
+IMAGES = Image.__table__
+PREDICTIONS = Prediction.__table__
 
 
 def _claimable(table=RT):
@@ -351,10 +353,7 @@ def iso_utc(value: dt.datetime | None) -> str | None:
 def _insert_ignore(session: Session, table, values, returning=None, from_select=None):
     """INSERT ... ON CONFLICT DO NOTHING of one row (a dict, or a SELECT with ``from_select``
     naming its columns); with ``returning``, the new row or None when nothing was inserted."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = dialect_insert(session)
     stmt = (insert(table).from_select(from_select, values) if from_select
             else insert(table).values(**values)).on_conflict_do_nothing()
     if returning is None:
@@ -454,9 +453,9 @@ def settle_rescored(session: Session, predictions: list[dict], pred_id: dict[int
     settled = [task_of_image[p["image_id"]] for p in predictions
                if not p["routed"] and p["image_id"] in task_of_image and p["image_id"] in pred_id]
     resolved = 0
-    PT = Prediction.__table__
-    this_version = (select(PT.c.id).where(PT.c.image_id == RT.c.image_id,
-                                          PT.c.model_version_id == version_id).scalar_subquery())
+    this_version = (select(PREDICTIONS.c.id).where(PREDICTIONS.c.image_id == RT.c.image_id,
+                                                   PREDICTIONS.c.model_version_id == version_id)
+                    .scalar_subquery())
     for ids_match in id_in(session, RT.c.id, settled):
         resolved += len(session.execute(
             update(RT).where(ids_match, RT.c.state == "open")
@@ -488,13 +487,13 @@ def follow_restored_predictions(session: Session, left_id: int) -> None:
     """After a rollback from head ``left_id`` pointed images back (store/predictions.py
     ``point_back``): open and claimed tasks that showed the left head's prediction show the
     image's current one, with its reasons when it routed the image."""
-    PT, IM = Prediction.__table__, Image.__table__
-    routed_by = PT.alias("other")
-    from_left = select(PT.c.id).where(PT.c.model_version_id == left_id)
-    current = (select(IM.c.latest_prediction_id).where(IM.c.id == RT.c.image_id)
+    routed_by = PREDICTIONS.alias("other")
+    from_left = select(PREDICTIONS.c.id).where(PREDICTIONS.c.model_version_id == left_id)
+    current = (select(IMAGES.c.latest_prediction_id).where(IMAGES.c.id == RT.c.image_id)
                .correlate(RT).scalar_subquery())
-    reasons = (select(routed_by.c.reasons).where(routed_by.c.id == IM.c.latest_prediction_id,
-                                                 IM.c.id == RT.c.image_id, routed_by.c.routed.is_(True))
+    reasons = (select(routed_by.c.reasons).where(routed_by.c.id == IMAGES.c.latest_prediction_id,
+                                                 IMAGES.c.id == RT.c.image_id,
+                                                 routed_by.c.routed.is_(True))
                .correlate(RT).scalar_subquery())
     session.execute(update(RT).where(RT.c.state.in_(("open", "claimed")),
                                      RT.c.prediction_id.in_(from_left),

@@ -32,7 +32,8 @@ def id_in(session: Session, column, ids: Sequence[int]):
             yield column.in_(part)
 
 
-def _insert(session: Session):
+def dialect_insert(session: Session):
+    """The session's dialect's ``insert`` (the one with ``on_conflict_do_nothing/do_update``)."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -48,7 +49,7 @@ def insert_ignore(session: Session, model, rows: list[dict]) -> None:
     row (two submitters of one file, a redelivered chunk) both succeed, and one row remains."""
     if not rows:
         return
-    insert = _insert(session)
+    insert = dialect_insert(session)
     # Core executemany: one cached statement (SQLAlchemy batches the rows into multi-row
     # INSERTs on Postgres), instead of compiling a new VALUES list for every call
     session.connection().execute(insert(model.__table__).on_conflict_do_nothing(), rows)
@@ -60,5 +61,5 @@ def insert_new(session: Session, model, rows: list[dict], *returning) -> list:
     writes. Rows come back in no particular order: key them by a unique column."""
     if not rows:
         return []
-    stmt = _insert(session)(model.__table__).on_conflict_do_nothing().returning(*returning)
+    stmt = dialect_insert(session)(model.__table__).on_conflict_do_nothing().returning(*returning)
     return [row for part in chunks(rows) for row in session.connection().execute(stmt, part)]

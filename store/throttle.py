@@ -16,6 +16,7 @@ from sqlalchemy import case, delete, update
 from sqlalchemy.orm import Session
 
 from .schema import LoginAttempt, utcnow
+from .sql import dialect_insert
 
 LA = LoginAttempt.__table__
 
@@ -25,20 +26,12 @@ def key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _insert(session: Session):
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
-
-
 def count_attempt(session: Session, k: str, window_s: float) -> tuple[int, float]:
     """Count one attempt for ``k``: (attempts in the window including this one, seconds until
     the window ends)."""
     now = utcnow()
     stale = LA.c.window_start < now - dt.timedelta(seconds=window_s)
-    stmt = (_insert(session)(LA).values(key=k, attempts=1, window_start=now)
+    stmt = (dialect_insert(session)(LA).values(key=k, attempts=1, window_start=now)
             .on_conflict_do_update(index_elements=[LA.c.key], set_={
                 "attempts": case((stale, 1), else_=LA.c.attempts + 1),
                 "window_start": case((stale, now), else_=LA.c.window_start)})

@@ -20,7 +20,7 @@ from store.db import session_scope
 from store.images import Registered, get_or_create_batch
 from store.s3 import Listed, ObjectStoreError, check_bucket, list_objects, parse_s3_url
 from store.schema import BatchImage, Image, utcnow
-from store.sql import chunks
+from store.sql import chunks, dialect_insert
 from verge.settings import Settings
 
 from .app import SCORE_CHUNK, app, configure
@@ -36,15 +36,6 @@ def is_object_url(path: str) -> bool:
 def _is_image_key(key: str) -> bool:
     name = key.rsplit("/", 1)[-1]
     return "." in name and "." + name.rsplit(".", 1)[-1].lower() in IMAGE_SUFFIXES
-
-
-def _insert(session, model):
-    """The dialect's INSERT (for ON CONFLICT DO NOTHING ... RETURNING)."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(model)
 
 
 # Postgres: rows as arrays through unnest -- a multi-row VALUES list of 5,000 rows costs the
@@ -81,7 +72,7 @@ def register_objects(session, batch_id: int, bucket: str, objects: list[Listed])
             "names": [v["source_name"] for v in values], "sizes": [v["size_bytes"] for v in values],
             "now": now})})
     elif values:  # one cached statement; SQLAlchemy sends the rows as multi-row INSERTs
-        stmt = (_insert(session, Image).on_conflict_do_nothing()
+        stmt = (dialect_insert(session)(Image).on_conflict_do_nothing()
                 .returning(Image.id, Image.storage_key, Image.etag))
         ids.update({(loc, etag): iid for iid, loc, etag in session.connection().execute(stmt, values)})
     out = Registered(batch_id)
@@ -104,7 +95,7 @@ def register_objects(session, batch_id: int, bucket: str, objects: list[Listed])
                                     "names": [r["source_name"] for r in links], "now": now})
     elif links:
         session.connection().execute(
-            _insert(session, BatchImage).on_conflict_do_nothing()
+            dialect_insert(session)(BatchImage).on_conflict_do_nothing()
             .returning(BatchImage.image_id), links)  # RETURNING: batched like the images
     for part in chunks(waiting):
         session.execute(update(Image).where(Image.id.in_(part), Image.status == "registered")

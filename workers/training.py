@@ -23,7 +23,7 @@ from store.blobs import BlobStore, open_blobs
 from store.db import session_scope
 from store.embeddings import save_embeddings, stored_embeddings
 from store.images import mark_failed, register_images
-from store.labels import replace_source_labels
+from store.labels import TRAINING_PREFIX, replace_source_labels
 from store.model_versions import activate_model
 from store.schema import ModelVersion
 from verge.settings import Settings
@@ -69,7 +69,7 @@ def train_binary_dir(settings: Settings, folder: Path, recipe: Recipe = Recipe()
     files = labeled_files(folder)
     if not files:
         raise TrainingDataError(f"no images under {folder}/fields or {folder}/roads")
-    return train_binary_files(settings, files, f"training:{folder}", recipe, on_epoch,
+    return train_binary_files(settings, files, f"{TRAINING_PREFIX}{folder}", recipe, on_epoch,
                               progress_factory, activate, augment)
 
 

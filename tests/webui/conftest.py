@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests import services
-from tests.conftest import PG_ADMIN, need, need_postgres, port_open  # noqa: F401  (one place decides skip vs fail)
+from tests.conftest import PG_ADMIN, need, need_postgres, port_open  # noqa: F401  (tests import them)
 
 PASSWORD = "correct horse battery"
 

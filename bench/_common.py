@@ -295,6 +295,16 @@ def worker_services(data: Path, tag: str, embedded: bool, knobs: dict) -> tuple[
     return bench_env(env), url, node, where
 
 
+def s3_server(log: Path) -> services.S3Server:
+    """moto's standalone S3 server on a free port of 127.0.0.1; stopped at exit."""
+    try:
+        server = services.S3Server(log)
+    except ServiceError as exc:
+        raise SystemExit(f"bench: {exc}") from None
+    on_exit(server.stop)
+    return server
+
+
 # --------------------------------------------------------------------------- verge processes
 def verge(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`verge ARGS` with ``env`` (from ``bench_env``); a failure ends the script in one line."""

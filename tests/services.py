@@ -269,7 +269,7 @@ class PrivateQueue:
     def clean(self) -> None:
         r, queue, node = self._redis, self.name.encode(), self.node.encode()
         keys = list(r.scan_iter(match=f"{self.name}*")) + \
-            list(r.scan_iter(match=f"_kombu.binding*.{self.name}"))
+            list(r.scan_iter(match=f"_kombu.binding*.{self.name}*"))  # the queue and its -jobs
         if keys:
             r.delete(*keys)
         for shared in r.scan_iter(match="_kombu.binding.*"):  # our node's pidbox/event bindings

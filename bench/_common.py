@@ -385,13 +385,10 @@ def activate_random_head(url: str, encoder: str, pretrained: str, dim: int, mode
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str, interval: float = 0.1,
                alive: Callable[[], bool] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if alive is not None and not alive():
-            raise SystemExit(f"bench: gave up waiting for {what}: the worker died")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: gave up waiting for {what} after {timeout:.0f} s")
-        time.sleep(interval)
+    try:
+        services.wait_until(pred, timeout, what, interval, alive=alive)
+    except ServiceError as exc:
+        raise SystemExit(f"bench: {exc}") from None
 
 
 def pct(values: list[float], p: float) -> float:

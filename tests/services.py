@@ -57,22 +57,27 @@ def host_port(url: str, default_port: int) -> tuple[str, int]:
 
 
 def wait_until(ready: Callable[[], bool], timeout: float, what: str, interval: float = 0.2,
-               proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    """Poll ``ready`` until it is true; ServiceError when ``timeout`` passes or ``proc`` exits
-    first (with the tail of ``log``, when given)."""
+               proc: subprocess.Popen | None = None, log: Path | None = None,
+               alive: Callable[[], bool] | None = None) -> None:
+    """Poll ``ready`` until it is true; ServiceError when ``timeout`` passes, or first when
+    ``proc`` exits or ``alive()`` turns false (with the tail of ``log``, when given)."""
     deadline = time.monotonic() + timeout
     while not ready():
         if proc is not None and proc.poll() is not None:
-            raise ServiceError(f"{what}: the process exited {proc.returncode}{_tail(log)}")
+            raise ServiceError(f"gave up waiting for {what}: the process exited "
+                               f"{proc.returncode}{_tail(log)}")
+        if alive is not None and not alive():
+            raise ServiceError(f"gave up waiting for {what}: the worker died{_tail(log)}")
         if time.monotonic() > deadline:
-            raise ServiceError(f"{what}: not ready after {timeout:.0f} s{_tail(log)}")
+            raise ServiceError(f"gave up waiting for {what} after {timeout:.0f} s{_tail(log)}")
         time.sleep(interval)
 
 
 def wait_for_port(host: str, port: int, timeout: float = 60, what: str | None = None,
                   proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
     """Wait until something listens on host:port (see ``wait_until``)."""
-    wait_until(lambda: port_open(host, port), timeout, what or f"{host}:{port}", 0.1, proc, log)
+    wait_until(lambda: port_open(host, port), timeout, what or f"{host}:{port} to listen", 0.1, proc,
+               log)
 
 
 def _tail(log: Path | None, chars: int = 4000) -> str:
@@ -121,7 +126,7 @@ class Service:
 
     def wait_ready(self, ready: Callable[[], bool], timeout: float, interval: float = 0.2) -> None:
         try:
-            wait_until(ready, timeout, f"{self.what} did not come up", interval, self.proc, self.log)
+            wait_until(ready, timeout, f"{self.what} to come up", interval, self.proc, self.log)
         except BaseException:  # not up, or interrupted while waiting: leave nothing running
             self.stop()
             raise

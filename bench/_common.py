@@ -1,6 +1,8 @@
-"""Shared pieces of the benchmarks: varied copies of the shared photos, a throwaway Postgres
-database, a private Redis queue, a real ``verge worker`` subprocess, and cleanup that runs however
-the script ends. Not a benchmark itself (the leading underscore keeps it out of the list).
+"""Shared pieces of the benchmarks: varied copies of the shared photos, cleanup that runs however
+the script ends, and the benchmarks' side of the services in tests/services.py (a throwaway
+Postgres database, a private Redis queue, a real ``verge worker``), each dropped at exit and each
+failure a one-line ``bench:`` exit. Not a benchmark itself (the leading underscore keeps it out of
+the list).
 """
 from __future__ import annotations
 
@@ -13,12 +15,10 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -27,8 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 # never shadow the `store` package.
 sys.path[:] = [str(REPO)] + [p for p in sys.path if p != str(REPO)]
 
-PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
+from tests import services  # noqa: E402  (the checkout's, now first on sys.path)
+from tests.services import ServiceError, port_open  # noqa: E402,F401  (the scripts use port_open)
+
+PG_DEFAULT = services.PG_ADMIN_DEFAULT
+REDIS_DEFAULT = services.REDIS_DEFAULT
 PHOTO_DIRS = (REPO.parent / "shared" / "datasets" / "fields-roads",   # /work/shared next to the checkout
               REPO / "shared" / "datasets" / "fields-roads")          # a device machine's copy
 
@@ -66,9 +69,7 @@ def install_sigterm() -> None:
 
 def bench_env(extra: dict) -> dict:
     """The environment for verge subprocesses: no inherited VERGE_* knobs, only ours."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VERGE_")}
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
+    return services.child_env(extra, clean=True)
 
 
 def machine() -> str:
@@ -232,21 +233,6 @@ def temp_dir(prefix: str) -> Path:
 
 
 # --------------------------------------------------------------------------- services
-def port_open(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-def _host_port(url: str, default_port: int) -> tuple[str, int]:
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    return u.host or "127.0.0.1", u.port or default_port
-
-
 def pg_admin_url() -> str:
     """The server of VERGE_DATABASE_URL when that names Postgres, else the local default; the
     admin connection goes to its ``postgres`` database."""
@@ -265,57 +251,25 @@ def redis_url() -> str:
 
 
 def postgres_available() -> bool:
-    return port_open(*_host_port(pg_admin_url(), 5432))
+    return services.postgres_available(pg_admin_url())
 
 
 def redis_available() -> bool:
-    return port_open(*_host_port(redis_url(), 6379))
+    return services.redis_available(redis_url())
 
 
 def throwaway_database(tag: str) -> str:
     """CREATE DATABASE verge_bench_<tag>_<random>; dropped (WITH FORCE) when the script ends."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    admin = pg_admin_url()
-    name = f"verge_bench_{tag}_{uuid.uuid4().hex[:8]}"
-    plain = admin.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop_database():
-        from store.db import dispose_engines
-
-        dispose_engines()
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    on_exit(drop_database)
-    return make_url(admin).set(database=name).render_as_string(hide_password=False)
+    db = services.ThrowawayDatabase(pg_admin_url(), f"verge_bench_{tag}")
+    on_exit(db.drop)
+    return db.url
 
 
 def private_queue(url: str, tag: str) -> tuple[str, str]:
     """A queue name nobody else uses, and a worker node name; their Redis keys go at the end."""
-    token = uuid.uuid4().hex[:8]
-    queue = f"verge-bench-{tag}-{token}"
-    node = f"bench-{tag}-{token}@{socket.gethostname()}"
-
-    import redis  # imported now: at exit it may no longer register what it needs
-
-    r = redis.Redis.from_url(url)
-    r.ping()
-
-    def clean_redis_queue():
-        keys = list(r.scan_iter(match=f"{queue}*")) + list(r.scan_iter(match=f"_kombu.binding*.{queue}"))
-        if keys:
-            r.delete(*keys)
-        for shared in r.scan_iter(match="_kombu.binding.*"):  # our node's pidbox/event bindings
-            for member in r.smembers(shared):
-                if node.encode() in member or queue.encode() in member:
-                    r.srem(shared, member)
-
-    on_exit(clean_redis_queue)
-    return queue, node
+    queue = services.PrivateQueue(url, tag, prefix="verge-bench")
+    on_exit(queue.clean)
+    return queue.name, queue.node
 
 
 def worker_services(data: Path, tag: str, embedded: bool, knobs: dict) -> tuple[dict, str, str, str]:
@@ -341,52 +295,36 @@ def worker_services(data: Path, tag: str, embedded: bool, knobs: dict) -> tuple[
     return bench_env(env), url, node, where
 
 
+def s3_server(log: Path) -> services.S3Server:
+    """moto's standalone S3 server on a free port of 127.0.0.1; stopped at exit."""
+    try:
+        server = services.S3Server(log)
+    except ServiceError as exc:
+        raise SystemExit(f"bench: {exc}") from None
+    on_exit(server.stop)
+    return server
+
+
 # --------------------------------------------------------------------------- verge processes
 def verge(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "verge", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: `verge {' '.join(args)}` exited {proc.returncode}:\n"
-                         f"{proc.stdout}{proc.stderr}")
-    return proc
+    """`verge ARGS` with ``env`` (from ``bench_env``); a failure ends the script in one line."""
+    try:
+        return services.verge(env, *args, timeout=timeout, cwd=REPO, clean=True)
+    except ServiceError as exc:
+        raise SystemExit(f"bench: {exc}") from None
 
 
-class Worker:
+class Worker(services.Worker):
     """A real ``verge worker`` (Celery prefork) in its own process group; stopped at exit."""
 
     def __init__(self, env: dict, log: Path, node: str, concurrency: int = 1,
                  ready_timeout: float = 300):
-        self.log = log
-        self.fh = open(log, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "verge", "worker", "-c", str(concurrency), "--loglevel", "INFO",
-             "--name", node],
-            env=env, cwd=REPO, stdout=self.fh, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            super().__init__(env, log, concurrency, name=node, ready_timeout=ready_timeout,
+                             cwd=REPO, clean=True)
+        except ServiceError as exc:
+            raise SystemExit(f"bench: {exc}") from None
         on_exit(self.stop)
-        deadline = time.monotonic() + ready_timeout
-        while "ready." not in log.read_text(errors="replace"):
-            if self.proc.poll() is not None:
-                raise SystemExit(f"bench: worker exited {self.proc.returncode}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench: worker not ready after {ready_timeout:.0f} s:\n{self.tail()}")
-            time.sleep(0.2)
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()  # Celery's warm shutdown
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # the group we started, by its id
-                self.proc.wait()
-        if not self.fh.closed:
-            self.fh.close()
 
     def received_at(self) -> list[float]:
         """Epoch seconds at which the worker received each scoring task (from Celery's log)."""
@@ -447,13 +385,10 @@ def activate_random_head(url: str, encoder: str, pretrained: str, dim: int, mode
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str, interval: float = 0.1,
                alive: Callable[[], bool] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if alive is not None and not alive():
-            raise SystemExit(f"bench: gave up waiting for {what}: the worker died")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: gave up waiting for {what} after {timeout:.0f} s")
-        time.sleep(interval)
+    try:
+        services.wait_until(pred, timeout, what, interval, alive=alive)
+    except ServiceError as exc:
+        raise SystemExit(f"bench: {exc}") from None
 
 
 def pct(values: list[float], p: float) -> float:

@@ -24,42 +24,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from _common import (  # noqa: E402 (puts the checkout first on sys.path)
-    install_sigterm, load, machine, on_exit, port_open, postgres_available, redis_available,
-    temp_dir, worker_services,
+    install_sigterm, load, machine, postgres_available, redis_available, s3_server, temp_dir,
+    worker_services,
 )
 
 GOAL = 5000  # images/s registered in place on a 2-core machine (issue 11)
-
-
-def start_s3(log: Path) -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    fh = open(log, "w")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
-                             "-p", str(port)], stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop_s3():
-        proc.terminate()
-        proc.wait(timeout=30)
-        fh.close()
-
-    on_exit(stop_s3)
-    deadline = time.monotonic() + 60
-    while not port_open("127.0.0.1", port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"moto_server did not start: {log.read_text()}")
-        time.sleep(0.1)
-    return f"http://127.0.0.1:{port}"
 
 
 def fill(client, bucket: str, prefix: str, n: int, size: int, threads: int = 16) -> float:
@@ -95,9 +68,7 @@ def main() -> None:
     import boto3
 
     data = temp_dir("verge-ingest-")
-    endpoint = start_s3(data / "moto.log")
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench",
-                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+    os.environ.update(s3_server(data / "moto.log").env)
     env, url, _node, where = worker_services(data / "var", "ingest", args.embedded, {})
     from store.s3 import Listed, list_objects
     from verge.settings import Settings

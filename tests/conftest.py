@@ -1,23 +1,22 @@
 """Shared fixtures: settings for the tiny encoder, throwaway Postgres databases, Redis queues,
-real worker processes. Services absent -> skip with a reason, except under
-VERGE_REQUIRE_SERVICES=1 (CI), where absence fails the test."""
+real worker processes, an S3 server. The services themselves live in tests/services.py (shared
+with bench/); what is the tests' own is here: the fixtures, and the one decision ``need`` makes
+-- a service that is absent skips the test with a reason, except under
+VERGE_REQUIRE_SERVICES=1 (CI), where absence fails it."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 
+from tests import services
 from tests.corpus import SHARED_PHOTOS
+from tests.services import Worker, port_open, verge  # noqa: F401  (the tests import them from here)
 
 REQUIRE = os.environ.get("VERGE_REQUIRE_SERVICES") == "1"
-PG_ADMIN = os.environ.get("VERGE_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("VERGE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+PG_ADMIN = os.environ.get("VERGE_TEST_PG_ADMIN", services.PG_ADMIN_DEFAULT)
+REDIS_URL = os.environ.get("VERGE_TEST_REDIS", services.REDIS_DEFAULT)
 TINY = {"VERGE_ENCODER": "verge-tiny", "VERGE_PRETRAINED": "none"}
 
 
@@ -29,12 +28,9 @@ def need(what: str, available: bool, how: str) -> None:
     pytest.skip(f"{what} not available: {how}")
 
 
-def port_open(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+def need_postgres() -> None:
+    host, port = services.host_port(PG_ADMIN, 5432)
+    need("PostgreSQL", services.postgres_available(PG_ADMIN), f"nothing listens on {host}:{port}")
 
 
 @pytest.fixture(autouse=True)
@@ -72,70 +68,22 @@ def photos() -> Path:
 
 @pytest.fixture
 def pg_url():
-    """A throwaway Postgres database, dropped afterwards."""
-    need("PostgreSQL", port_open("127.0.0.1", 5432), "nothing listens on 127.0.0.1:5432")
-    import psycopg
-
-    name = f"verge_test_{uuid.uuid4().hex[:10]}"
-    admin = PG_ADMIN.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    from store.db import dispose_engines
-
-    dispose_engines()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A throwaway Postgres database (not migrated), dropped afterwards."""
+    need_postgres()
+    with services.ThrowawayDatabase(PG_ADMIN, "verge_test") as db:
+        yield db.url
 
 
 @pytest.fixture
 def redis_url():
-    need("Redis", port_open("127.0.0.1", 6379), "nothing listens on 127.0.0.1:6379")
+    host, port = services.host_port(REDIS_URL, 6379)
+    need("Redis", services.redis_available(REDIS_URL), f"nothing listens on {host}:{port}")
     return REDIS_URL
-
-
-def verge(env: dict, *args: str, check: bool = True, timeout: float = 300, input: str | None = None):
-    """Run the real `verge` command line with the given environment."""
-    full_env = {**os.environ, **env}
-    proc = subprocess.run([sys.executable, "-m", "verge", *args], env=full_env, capture_output=True,
-                          text=True, timeout=timeout, input=input)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"verge {' '.join(args)} exited {proc.returncode}\n"
-                             f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
-    return proc
-
-
-class Worker:
-    """A real `verge worker` process; stopped (or killed) at teardown."""
-
-    def __init__(self, env: dict, log: Path, concurrency: int = 1):
-        self.log = log
-        self.fh = open(log, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "verge", "worker", "-c", str(concurrency), "--loglevel", "INFO"],
-            env={**os.environ, **env}, stdout=self.fh, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while "ready." not in log.read_text():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n{log.read_text()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker not ready after 120 s:\n{log.read_text()}")
-            time.sleep(0.2)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-        self.fh.close()
 
 
 @pytest.fixture
 def start_worker(tmp_path):
+    """``start_worker(env, concurrency=1)``: a real `verge worker`, stopped at teardown."""
     started = []
 
     def start(env: dict, concurrency: int = 1) -> Worker:
@@ -148,51 +96,13 @@ def start_worker(tmp_path):
         w.stop()
 
 
-MOTO_SERVER = Path(sys.executable).with_name("moto_server")
-
-
-class S3Server:
-    """A real S3-compatible server (moto's standalone server) in its own process on 127.0.0.1.
-    verge reaches it only over HTTP through boto3, as it would MinIO or AWS."""
+class S3Server(services.S3Server):
+    """moto's standalone server (tests/services.py), or a skip (a failure under CI) without it."""
 
     def __init__(self, log: Path, env: dict | None = None):
-        need("moto_server (pip install 'moto[server]')", MOTO_SERVER.exists(), f"no {MOTO_SERVER}")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.fh = open(log, "w")
-        self.proc = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
-                                     env={**os.environ, **(env or {})}, stdout=self.fh,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"moto_server did not start:\n{log.read_text()}")
-            time.sleep(0.1)
-
-    @property
-    def env(self) -> dict:
-        """The standard AWS variables a verge process gets (no verge-specific copies)."""
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "verge-test",
-                "AWS_SECRET_ACCESS_KEY": "verge-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
-
-    def client(self):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="verge-test",
-                            aws_secret_access_key="verge-test-secret", region_name="us-east-1")
-
-    def bucket(self) -> str:
-        name = f"verge-{uuid.uuid4().hex[:12]}"
-        self.client().create_bucket(Bucket=name)
-        return name
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            self.proc.wait(timeout=30)
-        self.fh.close()
+        need("moto_server (pip install 'moto[server]')", services.MOTO_SERVER.exists(),
+             f"no {services.MOTO_SERVER}")
+        super().__init__(log, env)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, port_open
+from tests.conftest import TINY
+from tests.services import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,12 +53,6 @@ def event_dump(env: dict, seconds: float) -> str:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, auth: str | None = None) -> tuple[int, bytes]:
@@ -99,11 +94,7 @@ def test_celery_inspect_status_events_and_flower_reach_a_verge_worker_on_redis(
         cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", port):
-            assert flower.poll() is None, "flower exited"
-            assert time.monotonic() < deadline, "flower did not listen within 60 s"
-            time.sleep(0.5)
+        wait_for_port("127.0.0.1", port, 60, "flower", proc=flower)
         assert get(f"http://127.0.0.1:{port}/api/workers")[0] == 401  # behind authentication
         # asking one worker by name: the inspection ends when it replied, not at the timeout
         code, body = get(f"http://127.0.0.1:{port}/api/workers?refresh=1&workername={node}",

@@ -9,13 +9,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import need, port_open, verge
+from tests.conftest import need, verge
+from tests.services import Service, free_port, port_open
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "verge-dashboard.json"
@@ -26,14 +26,6 @@ def promtool() -> str:
     exe = shutil.which("promtool")
     need("promtool (Debian package prometheus)", exe is not None, "apt-get install prometheus")
     return exe
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_metrics(text: str) -> subprocess.CompletedProcess:
@@ -63,18 +55,13 @@ def live_metrics(tmp_path_factory) -> str:
 
     with session_scope(seed.url) as s:
         s.add(Label(image_id=image, user_id=seed.users["rev"], task_id=task, source="review", cls="road"))
-    proc = subprocess.Popen([sys.executable, "-m", "verge", "web"], env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    web = Service([sys.executable, "-m", "verge", "web"], data.parent / "web.log", {**os.environ, **env})
     try:
-        deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", port):
-            assert proc.poll() is None and time.monotonic() < deadline, "verge web did not start"
-            time.sleep(0.3)
+        web.wait_ready(lambda: port_open("127.0.0.1", port), 60)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
             yield resp.read().decode()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        web.stop()
         from store.db import dispose_engines
 
         dispose_engines()

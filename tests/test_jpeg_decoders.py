@@ -17,23 +17,12 @@ import torch
 from PIL import Image
 
 import models.pipeline as pipeline
-from models.encoder import EncoderSpec, load_encoder
 from models.images import open_checked
 from models.jpeg_decoders import (DaliDecoder, DecoderUnavailable, NvimgcodecDecoder, jpeg_decoder,
                                   missing_library)
 from models.pipeline import embed_keys, intra_op_threads, upload
-from tests.corpus import SHARED_PHOTOS, bad_corpus, exif_rotated_jpeg, good_corpus, jpeg_bytes
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_encoder(EncoderSpec("verge-tiny", "none"), "cpu")
-
-
-def _grey_jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.new("L", (90, 60), 80).save(buf, "JPEG")
-    return buf.getvalue()
+from tests.corpus import good_corpus, jpeg_bytes
+from tests.decoding import TAKES, assert_same_as_cpu, grey_jpeg, mixed_files, progressive
 
 
 def _photo(seed: int, size, **save) -> bytes:
@@ -50,7 +39,7 @@ def _photo(seed: int, size, **save) -> bytes:
 
 def test_dali_decodes_baseline_progressive_and_grey_jpegs_as_pillow_does():
     files = [_photo(1, (320, 240)), _photo(2, (333, 201), progressive=True),
-             _photo(3, (64, 48), subsampling=0), _grey_jpeg(), jpeg_bytes(5, (120, 90))]
+             _photo(3, (64, 48), subsampling=0), grey_jpeg(), jpeg_bytes(5, (120, 90))]
     dali = DaliDecoder(torch.device("cpu"), threads=2, max_batch=4)  # 5 files: two runs
     decoded = dali.decode(files)
     assert len(decoded) == len(files)
@@ -74,15 +63,7 @@ def test_dali_returns_none_for_a_file_it_cannot_decode_and_goes_on():
     assert dali.decode([good])[0] is not None  # the pipeline was rebuilt and still works
 
 
-@pytest.mark.parametrize("name,data,nvjpeg,dali", [
-    ("plain.jpg", jpeg_bytes(1, (300, 200)), True, True),
-    ("progressive.jpg", jpeg_bytes(2, (300, 200), progressive=True), False, True),
-    ("grey.jpg", _grey_jpeg(), True, True),
-    ("exif-rotated.jpg", exif_rotated_jpeg(), False, False),
-    ("cmyk.jpg", good_corpus()["cmyk.jpg"], False, False),
-    ("pic.webp", good_corpus()["pic.webp"], False, False),
-    ("truncated.jpg", bad_corpus()["truncated.jpg"], False, False),
-])
+@pytest.mark.parametrize("name,data,nvjpeg,dali", TAKES)
 def test_dali_and_nvimgcodec_take_progressive_jpegs_nvjpeg_does_not(name, data, nvjpeg, dali):
     cpu = torch.device("cpu")
     assert jpeg_decoder("nvjpeg", cpu).takes(open_checked(data), data) is nvjpeg
@@ -109,57 +90,38 @@ def test_a_missing_library_is_named_with_how_to_install_it(monkeypatch):
         DaliDecoder(torch.device("cpu"))
 
 
-def _cosines(a, b):
-    return {k: float(np.dot(a[k], b[k])) for k in a}
-
-
-def test_dali_mode_decodes_every_plain_jpeg_and_keeps_every_failure(tiny, monkeypatch):
+def test_dali_mode_decodes_every_plain_jpeg_and_keeps_every_failure(tiny_encoder, monkeypatch):
     """embed_keys with VERGE_GPU_DECODE=dali (DALI's CPU backend here): baseline and progressive
     photos go to DALI, everything else to Pillow; the same files fail with the same reasons as
     on the CPU path and the embeddings agree."""
-    files = {p.name: p.read_bytes() for p in sorted(SHARED_PHOTOS.glob("*/*.jp*g"))[::6]}
-    photos = list(files)
-    files.update(good_corpus())
-    files.update(bad_corpus())
-    full = jpeg_bytes(4, (200, 150))
-    files["garbled.jpg"] = full[:400] + bytes(range(256)) * 8 + full[-2:]
+    files, photos = mixed_files(every=6)
     keys = sorted(files)
-    progressive = [k for k in photos if Image.open(io.BytesIO(files[k])).info.get("progressive")]
-    assert 0 < len(progressive) < len(photos)
+    assert 0 < len([k for k in photos if progressive(files[k])]) < len(photos)
 
     handed = []
     real_decode = DaliDecoder.decode
     monkeypatch.setattr(DaliDecoder, "decode", lambda self, datas: handed.extend(datas) or real_decode(self, datas))
-    cpu = embed_keys(tiny, keys, files.__getitem__, batch_size=8, threads=2)
-    dev = embed_keys(tiny, keys, files.__getitem__, batch_size=8, threads=2, device_decode="dali")
+    cpu = embed_keys(tiny_encoder, keys, files.__getitem__, batch_size=8, threads=2)
+    dev = embed_keys(tiny_encoder, keys, files.__getitem__, batch_size=8, threads=2, device_decode="dali")
 
     by_bytes = {files[k]: k for k in keys}
     took = {by_bytes[d] for d in handed}
     assert set(photos) <= took  # every photo, progressive ones included, was decoded by DALI
     assert not took & (set(good_corpus()) - {"plain.jpg"})  # CMYK, PNG, WebP, rotated: Pillow
-    assert {k: v for k, v in dev.errors.items() if k != "garbled.jpg"} == \
-        {k: v for k, v in cpu.errors.items() if k != "garbled.jpg"}
-    assert set(bad_corpus()) <= set(dev.errors)
-    assert set(dev.vectors) | set(dev.errors) == set(keys)
-    shared = {k: dev.vectors[k] for k in dev.vectors if k in cpu.vectors and k != "garbled.jpg"}
-    assert len(shared) >= len(keys) - len(bad_corpus()) - 1
-    cos = _cosines(shared, cpu.vectors)
-    worst = min(cos, key=cos.get)
-    assert cos[worst] > 0.99, (worst, cos[worst])
-    assert {k: dev.sizes[k] for k in shared} == {k: cpu.sizes[k] for k in shared}
+    assert_same_as_cpu(cpu, dev, keys)
 
 
 @pytest.mark.parametrize("mode", ["nvjpeg", "dali"])
-def test_each_full_resolution_decode_is_freed_once_resized(tiny, monkeypatch, mode):
+def test_each_full_resolution_decode_is_freed_once_resized(tiny_encoder, monkeypatch, mode):
     """At most one full-resolution decode is alive when the next one is resized, and the device
     decoder never gets more than DECODE_GROUP files per call, whatever the batch size."""
     monkeypatch.setattr(pipeline, "DECODE_GROUP", 4)
     pipeline._decoders.clear()
     files = {f"p{i}.jpg": jpeg_bytes(40 + i, (640, 480)) for i in range(11)}
     alive, calls, peak = [], [], []
-    prep = tiny.device_preprocessor
+    prep = tiny_encoder.device_preprocessor
     real_prepare = type(prep).prepare
-    decoder = pipeline._decoder_for(mode, tiny.device, 2)
+    decoder = pipeline._decoder_for(mode, tiny_encoder.device, 2)
     real_decode = type(decoder).decode
 
     def spy_decode(self, datas):
@@ -174,7 +136,7 @@ def test_each_full_resolution_decode_is_freed_once_resized(tiny, monkeypatch, mo
 
     monkeypatch.setattr(type(decoder), "decode", spy_decode)
     monkeypatch.setattr(type(prep), "prepare", spy_prepare)
-    done = embed_keys(tiny, list(files), files.__getitem__, batch_size=11, threads=2, device_decode=mode)
+    done = embed_keys(tiny_encoder, list(files), files.__getitem__, batch_size=11, threads=2, device_decode=mode)
     pipeline._decoders.clear()
     assert len(done.vectors) == 11 and not done.errors
     assert max(calls) <= 4 and sum(calls) == 11

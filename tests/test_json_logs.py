@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 from tests.conftest import port_open, verge
-from tests.test_deploy import free_port
+from tests.services import free_port
 
 
 def run_for(args: list[str], env: dict, log, until, timeout: float = 60) -> list[dict]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from store.db import session_scope
 from store.schema import Batch, BatchImage, Image, Prediction
 from tests.conftest import S3Server, verge
 from tests.corpus import jpeg_bytes
+from tests.services import free_port
 
 
 def sha(data: bytes) -> str:
@@ -32,12 +32,6 @@ def hashes_under(*folders: Path) -> set[str]:
             for name in names:
                 out.add(sha(Path(root, name).read_bytes()))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_s3_blob_store_is_content_addressed(s3):

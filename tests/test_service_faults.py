@@ -18,14 +18,9 @@ from sqlalchemy import text
 from store.db import dispose_engines, session_scope
 from tests.conftest import need, verge
 from tests.corpus import varied_photo_copies
+from tests.services import free_port
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None) if Path("/usr/lib/postgresql").is_dir() else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(cond, timeout: float, what: str):

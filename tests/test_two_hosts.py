@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -27,7 +26,8 @@ from store.db import dispose_engines, session_scope
 from store.schema import Batch, BatchImage, Image, Prediction
 from tests.conftest import TINY, Worker, port_open, verge
 from tests.corpus import jpeg_bytes
-from tests.test_object_storage import free_port, hashes_under
+from tests.services import Service, free_port
+from tests.test_object_storage import hashes_under
 
 BOUND_S = 120  # the promise: a dead worker host costs at most 2 minutes
 RECEIVED = re.compile(r"Task verge\.score_chunk\[([0-9a-f-]+)\] received")
@@ -156,15 +156,10 @@ def test_two_hosts_share_nothing_but_the_services(broker, request, tmp_path, pg_
     verge(env["web"], "users", "add", "ann", "--role", "reviewer", "--password-stdin",
           input="a long enough password\n")
     token = verge(env["web"], "users", "token", "ann").stdout.strip().split()[-1]
-    web_log = open(tmp_path / "web.log", "w")
-    web = subprocess.Popen([sys.executable, "-m", "verge", "web", "--port", str(port)],
-                           env={**os.environ, **env["web"]}, stdout=web_log, stderr=subprocess.STDOUT,
-                           start_new_session=True)
+    web = Service([sys.executable, "-m", "verge", "web", "--port", str(port)], tmp_path / "web.log",
+                  {**os.environ, **env["web"]})
     try:
-        deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", port):
-            assert web.poll() is None and time.monotonic() < deadline, (tmp_path / "web.log").read_text()
-            time.sleep(0.2)
+        web.wait_ready(lambda: port_open("127.0.0.1", port), 60)
         base, auth = f"http://127.0.0.1:{port}/api/v1", {"Authorization": f"Bearer {token}"}
         task = requests.post(f"{base}/tasks/next", json={}, headers=auth, timeout=30).json()["task"]
         assert task is not None, "nothing was routed to review"
@@ -178,9 +173,7 @@ def test_two_hosts_share_nothing_but_the_services(broker, request, tmp_path, pg_
                           headers=auth, timeout=30)
         assert r.status_code in (200, 201), r.text
     finally:
-        web.terminate()
-        web.wait(timeout=30)
-        web_log.close()
+        web.stop()
     dispose_engines()
 
     # no host's data dir holds any submitted image (they were read from the bucket, never copied)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import re
-import uuid
 from dataclasses import dataclass, field
 
 import pytest
 
-from tests.conftest import need, port_open  # one place decides skip vs fail
+from tests import services
+from tests.conftest import PG_ADMIN, need, need_postgres, port_open  # noqa: F401  (tests import them)
 
-PG_ADMIN = os.environ.get("VERGE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 PASSWORD = "correct horse battery"
 
 
@@ -184,27 +182,12 @@ def _reset_celery():
 
 @pytest.fixture
 def pg_settings(tmp_path, monkeypatch):
-    """Settings on a throwaway Postgres database (created here, dropped afterwards)."""
-    need("PostgreSQL", port_open("127.0.0.1", 5432), "nothing listens on 127.0.0.1:5432")
-    import psycopg
-
-    import migrations
-    from store.db import dispose_engines
-
-    name = f"verge_webui_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = "postgresql+psycopg://" + PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
-    try:
+    """Settings on a throwaway, migrated Postgres database (created here, dropped afterwards)."""
+    need_postgres()
+    with services.ThrowawayDatabase(PG_ADMIN, "verge_webui", migrate=True) as db:
         data = tmp_path / "var"
         monkeypatch.setenv("VERGE_DATA_DIR", str(data))
-        settings = _settings_for(data, VERGE_DATABASE_URL=url)
-        migrations.upgrade(url)
-        yield settings
-    finally:
-        dispose_engines()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield _settings_for(data, VERGE_DATABASE_URL=db.url)
 
 
 def make_app(settings, **overrides):

@@ -4,23 +4,15 @@ real server, its headers, a second client address."""
 from __future__ import annotations
 
 import http.client
-import os
 import re
-import socket
-import subprocess
 import sys
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import services
+
 PASSWORD = "correct horse battery"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -79,19 +71,18 @@ class Client:
 
 
 class LiveWeb:
+    """`verge web` on a free port of 127.0.0.1 (``env`` over this process's environment), its
+    database migrated by `verge db upgrade`; ``start()`` returns once /healthz answers 200."""
+
     def __init__(self, env: dict, log: Path):
-        self.env = {**os.environ, **env}
-        self.port = free_port()
-        self.env["VERGE_WEB_PORT"] = str(self.port)
+        self.port = services.free_port()
+        self.env = services.child_env({**env, "VERGE_WEB_PORT": str(self.port)})
         self.log = log
-        self.proc = None
+        self.server: services.Service | None = None
         self.verge("db", "upgrade")
 
     def verge(self, *args: str, input: str | None = None) -> str:
-        proc = subprocess.run([sys.executable, "-m", "verge", *args], env=self.env, input=input,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
+        return services.verge(self.env, *args, input=input, timeout=120).stdout
 
     def add_user(self, name: str, role: str = "reviewer", password: str = PASSWORD) -> None:
         self.verge("users", "add", name, "--role", role, "--password-stdin", input=password + "\n")
@@ -100,31 +91,20 @@ class LiveWeb:
         return self.verge("users", "token", name).strip().splitlines()[0]
 
     def start(self) -> "LiveWeb":
-        self.fh = open(self.log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "verge", "web"], env=self.env,
-                                     stdout=self.fh, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if Client(self.port).get("/healthz").status == 200:
-                    return self
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"verge web did not come up:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        self.server = services.Service([sys.executable, "-m", "verge", "web"], self.log, self.env)
+        self.server.what = "verge web"
+        self.server.wait_ready(self._healthy, 60)
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return Client(self.port).get("/healthz").status == 200
+        except OSError:
+            return False
 
     def client(self, source: str = "127.0.0.1") -> Client:
         return Client(self.port, source)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-        if self.proc:
-            self.fh.close()
+        if self.server:
+            self.server.stop(timeout=20)

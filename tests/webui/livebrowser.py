@@ -1,14 +1,17 @@
 """A live `verge web` app in a thread, Chromium through Playwright, and a seeded data set that
-gives every page something to show. Shared by the browser tests of the review UI."""
+gives every page something to show. Shared by the browser tests of the review UI: they import
+the fixtures (``live_app``, ``chromium``) and the page helpers from here."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import socket
 import threading
 from pathlib import Path
 
 import pytest
+
+from tests.services import free_port
 
 from .conftest import PASSWORD, make_app, need
 
@@ -20,21 +23,28 @@ DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture
-def live_app(web_settings):
-    """(base URL, app) of a threaded server on a free port."""
+@contextlib.contextmanager
+def serve(app):
+    """``app`` served by a threaded server on a free port while the block runs; its base URL."""
     from werkzeug.serving import make_server
 
-    app = make_app(web_settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{port}", app
-    server.shutdown()
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_app(web_settings):
+    """(base URL, app) of a threaded server on a free port."""
+    app = make_app(web_settings)
+    with serve(app) as base:
+        yield base, app
 
 
 @pytest.fixture
@@ -58,11 +68,16 @@ def watch_errors(page) -> list[str]:
     return errors
 
 
-def sign_in(page, base: str, name: str, path: str = "/review") -> None:
-    page.goto(f"{base}/login?next={path}")
+def submit_login(page, name: str) -> None:
+    """Fill in and send the sign-in form on the page shown."""
     page.fill("input[name=name]", name)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
+
+
+def sign_in(page, base: str, name: str, path: str = "/review") -> None:
+    page.goto(f"{base}/login?next={path}")
+    submit_login(page, name)
     page.wait_for_url(f"{base}{path}")
 
 

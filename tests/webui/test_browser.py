@@ -2,79 +2,18 @@
 undo one, and check the database. Saves test-artifacts/review.png."""
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import threading
-from pathlib import Path
-
-import pytest
 from sqlalchemy import select
 
 from store.db import session_scope
 from store.schema import Label, ReviewTask
 
-from .conftest import PASSWORD, make_app, need
-
-CHROMIUM = os.environ.get("VERGE_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+from .livebrowser import (  # noqa: F401  (the fixtures)
+    ARTIFACTS, chromium, live_app, on_screen, picture, submit_login, watch_errors,
+)
 
 
-def _picture(kind: str, seed: int) -> bytes:
-    """Stand-ins that look like the real thing: a field, a road, a road through a field."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    h, w = 480, 720
-    img = np.zeros((h, w, 3), np.float32)
-    img[: h // 3] = np.array([150, 190, 235]) + np.linspace(0, 30, h // 3)[:, None, None]
-    img[h // 3:] = np.array([86, 146, 58]) + rng.normal(0, 16, (h - h // 3, w, 3))
-    if kind in ("road", "road_and_field"):
-        for y in range(h // 3, h):
-            half = int((y - h // 3) / (h - h // 3) * w * (0.45 if kind == "road" else 0.18)) + 2
-            cx = w // 2
-            img[y, cx - half:cx + half] = 96 + rng.normal(0, 5, (2 * half, 3))
-    buf = io.BytesIO()
-    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=88)
-    return buf.getvalue()
-
-
-@pytest.fixture
-def live_server(web_settings):
-    from werkzeug.serving import make_server
-
-    app = make_app(web_settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-    thread.join(timeout=10)
-
-
-@pytest.fixture
-def browser():
-    need("Chromium", Path(CHROMIUM).exists() or bool(shutil.which(CHROMIUM)),
-         f"no browser at {CHROMIUM} (apt-get install chromium, or set VERGE_CHROMIUM)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover
-        need("Playwright", False, "pip install playwright")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-def test_label_three_images_with_the_keyboard_and_undo_one(live_server, browser, seed):
+def test_label_three_images_with_the_keyboard_and_undo_one(live_app, chromium, seed):
+    live_server, _ = live_app
     seed.user("ann")
     routed = [  # (priority, head p(road), zero-shot p(road), reasons, picture)
         (0.96, 0.52, 0.31, "near_threshold,disagreement", "field"),
@@ -84,37 +23,27 @@ def test_label_three_images_with_the_keyboard_and_undo_one(live_server, browser,
     ]
     tasks = []
     for i, (prio, head, zs, reasons, kind) in enumerate(routed):
-        iid = seed.image(_picture(kind, i), name=f"survey/june/{kind}-{i:03d}.jpg", batch="june-survey")
+        iid = seed.image(picture(kind, i), name=f"survey/june/{kind}-{i:03d}.jpg", batch="june-survey")
         pid = seed.predict(iid, head, zs, reasons)
         tasks.append(seed.task(iid, prio, reasons, pid))
 
-    page = browser.new_page(viewport={"width": 1360, "height": 820})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page = chromium.new_page(viewport={"width": 1360, "height": 820})
+    errors = watch_errors(page)
     page.goto(f"{live_server}/review")
     assert "/login" in page.url
-    page.fill("input[name=name]", "ann")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    submit_login(page, "ann")
     page.wait_for_url(f"{live_server}/review")
 
-    def on_screen(task_id: int):
-        page.wait_for_function(
-            "(id) => document.getElementById('task-meta').textContent.startsWith('Task #' + id + ' ')"
-            " && document.getElementById('photo').complete"
-            " && document.getElementById('photo').naturalWidth > 0", arg=task_id)
-
-    on_screen(tasks[0])
+    on_screen(page, tasks[0])
     page.wait_for_timeout(150)
     page.keyboard.press("1")
-    on_screen(tasks[1])
+    on_screen(page, tasks[1])
     page.keyboard.press("2")
-    on_screen(tasks[2])
+    on_screen(page, tasks[2])
     page.keyboard.press("3")
-    on_screen(tasks[3])
+    on_screen(page, tasks[3])
     page.keyboard.press("u")            # undo "road & field": task 3 comes back
-    on_screen(tasks[2])
+    on_screen(page, tasks[2])
     page.wait_for_function("() => document.getElementById('done').textContent === '2'")
     page.wait_for_selector("#toast:not([hidden])")
 

@@ -3,8 +3,6 @@ keyboard, and an admin adjudicates a conflict. Saves test-artifacts/similar.png.
 from __future__ import annotations
 
 import io
-import socket
-import threading
 
 import pytest
 from sqlalchemy import select
@@ -12,35 +10,17 @@ from sqlalchemy import select
 from store.db import session_scope
 from store.schema import Label, ReviewTask
 
-from .conftest import PASSWORD, make_app
-from .test_browser import ARTIFACTS, _picture, browser  # noqa: F401  (the fixture)
+from .conftest import make_app
+from .livebrowser import ARTIFACTS, chromium, picture, serve, sign_in, watch_errors  # noqa: F401
 
 
 @pytest.fixture
 def live_team(web_settings):
-    from werkzeug.serving import make_server
-
-    app = make_app(web_settings, reviews_per_task=2, gold_fraction=0.0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    with serve(make_app(web_settings, reviews_per_task=2, gold_fraction=0.0)) as base:
+        yield base
 
 
-def _sign_in(page, base, name):
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
-
-
-def test_bulk_label_five_similar_images_by_keyboard_then_adjudicate(live_team, browser, seed,
+def test_bulk_label_five_similar_images_by_keyboard_then_adjudicate(live_team, chromium, seed,
                                                                      tiny_encoder):
     from PIL import Image
 
@@ -53,24 +33,22 @@ def test_bulk_label_five_similar_images_by_keyboard_then_adjudicate(live_team, b
     # seven field photos (one on screen, six similar) and a conflict waiting for the admin
     made = []
     for i in range(7):
-        data = _picture("field", i)
+        data = picture("field", i)
         iid = seed.image(data, name=f"survey/field-{i:02d}.jpg")
         pid = seed.predict(iid, 0.45, 0.35, "near_threshold")
         made.append((iid, seed.task(iid, 0.9 if i == 0 else 0.1, "near_threshold", pid), data))
-    c_iid, c_tid = seed.routed(0.05, p_road=0.48, zs_p_road=0.66, data=_picture("road", 9))
+    c_iid, c_tid = seed.routed(0.05, p_road=0.48, zs_p_road=0.66, data=picture("road", 9))
     vecs = tiny_encoder.encode_images([Image.open(io.BytesIO(d)).convert("RGB") for *_, d in made])
     with session_scope(seed.url) as s:
         save_embeddings(s, tiny_encoder.key, {m[0]: v for m, v in zip(made, vecs)})
         overlap.post_label(s, c_tid, seed.users["ann"], "ann", "road", "review", 2)
         overlap.post_label(s, c_tid, seed.users["bob"], "bob", "field", "review", 2)
 
-    page = browser.new_page(viewport={"width": 1360, "height": 1000})
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    _sign_in(page, live_team, "ann")
-    if not page.url.endswith("/review"):  # one load of the review page: a reload would race the
-        page.goto(f"{live_team}/review")  # old page's pagehide release against the new claim
+    page = chromium.new_page(viewport={"width": 1360, "height": 1000})
+    errors = watch_errors(page)
+    # straight to /review after signing in, loaded once: a reload would race the old page's
+    # pagehide release against the new claim
+    sign_in(page, live_team, "ann")
     page.wait_for_function(
         "(id) => document.getElementById('task-meta').textContent.startsWith('Task #' + id + ' ')",
         arg=made[0][1])
@@ -99,10 +77,9 @@ def test_bulk_label_five_similar_images_by_keyboard_then_adjudicate(live_team, b
     assert not errors, errors
     page.close()
 
-    page = browser.new_page(viewport={"width": 1360, "height": 900})
+    page = chromium.new_page(viewport={"width": 1360, "height": 900})
     page.on("pageerror", lambda e: errors.append(str(e)))
-    _sign_in(page, live_team, "boss")
-    page.goto(f"{live_team}/adjudicate")
+    sign_in(page, live_team, "boss", "/adjudicate")
     page.click(f"a[href='/adjudicate/{c_tid}']")
     page.wait_for_selector("#adjudicate-photo")
     text = page.inner_text("main")

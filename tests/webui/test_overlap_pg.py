@@ -12,7 +12,7 @@ from store.db import session_scope
 from store.schema import Label, ReviewTask
 
 from .conftest import Seeder, login, make_app
-from .test_concurrency_pg import _run, _seed_tasks
+from .reviewers import run, seed_tasks, side_by_side, web_reviewer
 
 pytestmark = pytest.mark.services
 N = 2
@@ -34,29 +34,23 @@ def test_three_reviewers_in_the_store_never_exceed_n_labels(pg_settings):
     url = pg_settings.resolved_database_url
     seed = Seeder(pg_settings)
     uids = {f"r{i}": seed.user(f"r{i}", password="x" * 8) for i in range(3)}
-    ids = _seed_tasks(seed, 90)
-    errors, refused = [], Counter()
-    start = threading.Barrier(len(uids))
+    ids = seed_tasks(seed, 90)
+    refused = Counter()
 
     def reviewer(name: str, uid: int):
-        try:
-            start.wait()
-            while True:
+        while True:
+            with session_scope(url) as s:
+                tid = review.claim_next(s, uid, name, 600, overlap=True)
+            if tid is None:
+                return
+            cls = ("road", "field")[(tid + uid) % 2 if uid == 3 else 0]
+            try:
                 with session_scope(url) as s:
-                    tid = review.claim_next(s, uid, name, 600, overlap=True)
-                if tid is None:
-                    return
-                cls = ("road", "field")[(tid + uid) % 2 if uid == 3 else 0]
-                try:
-                    with session_scope(url) as s:
-                        overlap.post_label(s, tid, uid, name, cls, "review", N)
-                except overlap.LabelRefused:
-                    refused[name] += 1
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+                    overlap.post_label(s, tid, uid, name, cls, "review", N)
+            except overlap.LabelRefused:
+                refused[name] += 1
 
-    _run([threading.Thread(target=reviewer, args=(n, u)) for n, u in uids.items()])
-    assert not errors, errors
+    side_by_side([lambda n=n, u=u: reviewer(n, u) for n, u in uids.items()])
     per_task, states = _check(url, ids)
     assert sorted(per_task) == sorted(ids) and set(per_task.values()) == {N}
     assert set(states) <= {"done", "conflict"} and states["done"] > 0
@@ -71,7 +65,7 @@ def test_labels_racing_for_one_task_stop_at_n(pg_settings):
     url = pg_settings.resolved_database_url
     seed = Seeder(pg_settings)
     uids = [seed.user(f"q{i}", password="x" * 8) for i in range(3)]
-    ids = _seed_tasks(seed, 20)
+    ids = seed_tasks(seed, 20)
     for tid in ids:
         barrier = threading.Barrier(3)
         outcomes = []
@@ -85,7 +79,7 @@ def test_labels_racing_for_one_task_stop_at_n(pg_settings):
                 except overlap.LabelRefused as exc:
                     outcomes.append(str(exc))
 
-        _run([threading.Thread(target=post, args=(u,)) for u in uids])
+        run([threading.Thread(target=post, args=(u,)) for u in uids])
         assert outcomes.count(True) == N, outcomes
         assert [o for o in outcomes if o is not True] == [f"task {tid} is done; it takes no more labels"]
     _check(url, ids)
@@ -96,30 +90,9 @@ def test_reviewers_through_the_web_app_at_n_2(pg_settings):
     names = ["ann", "bob", "cyd"]
     for n in names:
         seed.user(n)
-    ids = _seed_tasks(seed, 40)
+    ids = seed_tasks(seed, 40)
     app = make_app(pg_settings, reviews_per_task=N)
-    browsers = {n: login(app, n) for n in names}
-    errors = []
-    start = threading.Barrier(len(names))
-
-    def reviewer(name: str):
-        b = browsers[name]
-        try:
-            start.wait()
-            while True:
-                r = b.post("/review/api/claim", json={})
-                assert r.status_code == 200, r.get_data(as_text=True)
-                task = r.json["task"]
-                if task is None:
-                    return
-                r = b.post("/review/api/label", json={"task_id": task["task_id"],
-                                                      "class": "field"})
-                assert r.status_code == 201, r.get_data(as_text=True)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    _run([threading.Thread(target=reviewer, args=(n,)) for n in names])
-    assert not errors, errors
+    side_by_side([web_reviewer(login(app, n), {"class": "field"}) for n in names])
     per_task, states = _check(pg_settings.resolved_database_url, ids)
     assert set(per_task.values()) == {N} and len(per_task) == len(ids)
     assert states == Counter(done=len(ids))

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator
 
-from .blobs import BlobNotFound, sha256_hex, valid_key
+from .blobkeys import BlobNotFound, sha256_hex, valid_key
 
 # Which failures are the store being away (wait and retry the chunk) rather than the object
 _UNAVAILABLE_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout",

@@ -25,8 +25,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .device_decode import device_decodable
-
 log = logging.getLogger("verge.decode")
 
 NVJPEG = "nvjpeg"
@@ -35,6 +33,32 @@ NVIMGCODEC = "nvimgcodec"
 
 # the Python package each library-backed decoder needs, and how to get it
 _PACKAGES = {DALI: ("nvidia.dali", "NVIDIA DALI"), NVIMGCODEC: ("nvidia.nvimgcodec", "NVIDIA nvImageCodec")}
+
+
+# EXIF orientation tag; anything but 1 (or absent) needs a rotation the device path doesn't do
+_ORIENTATION = 0x0112
+_PLAIN_MODES = ("RGB", "L")
+
+
+def device_decodable(img: Image.Image, data: bytes, progressive: bool = False) -> bool:
+    """Whether a device decoder is handed this file (the rule ``models.device_decode``'s
+    docstring explains); else Pillow decodes it on the CPU.
+
+    ``img`` is the lazy header ``open_checked`` returned for ``data``. ``progressive``: the
+    decoder handles progressive JPEGs at speed (DALI, nvImageCodec; not torchvision's nvJPEG)."""
+    if img.format != "JPEG" or img.mode not in _PLAIN_MODES:
+        return False
+    if getattr(img, "n_frames", 1) != 1:  # MPO (multi-picture) files: the first frame only on CPU
+        return False
+    if not progressive and (img.info.get("progressive") or img.info.get("progression")):
+        # nvJPEG's hardware engine takes baseline JPEGs only (18,575 img/s on an H200); a
+        # progressive one goes through its hybrid path, serialised per process, at 57 img/s --
+        # slower than Pillow in the decode threads (bench/README.md, "GPU")
+        return False
+    if img.getexif().get(_ORIENTATION, 1) != 1:
+        return False
+    # a complete JPEG ends with EOI (FF D9), sometimes followed by padding
+    return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
 
 
 class DecoderUnavailable(RuntimeError):

@@ -1,5 +1,6 @@
 """Content-addressed image storage: ``<root>/ab/abcdef...`` keyed by the bytes' sha256, in a
-folder (here) or in S3-compatible object storage (``store.s3``); ``open_blobs`` picks by URL.
+folder (here) or in S3-compatible object storage (``store.s3``); ``open_blobs`` picks by URL. What
+both share (keys, ``BlobNotFound``) is ``store.blobkeys``.
 ``read_image`` reads an image wherever it lives: a blob, or an object registered in place.
 
 Keys are validated as hex before they touch the filesystem, so no key can name a path outside

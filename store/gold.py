@@ -46,6 +46,15 @@ def mark(session: Session, image_ids_classes: list[tuple[int, str]], source: str
     return n
 
 
+def mark_hashes(session: Session, hashes, cls: str, source: str, admin_id: int | None) -> int:
+    """Make the stored images with these SHA-256 hashes gold ``cls`` (``verge gold add``);
+    hashes of no stored image are passed over. Returns how many images were marked."""
+    from .images import ids_by_sha
+
+    ids = ids_by_sha(session, sorted(hashes)).values()
+    return mark(session, [(i, cls) for i in ids], source, admin_id)
+
+
 def mark_adjudicated(session: Session, task_id: int, admin_id: int) -> tuple[int, str] | None:
     """Make an adjudicated task's image gold with its final class; None if it is not one."""
     row = session.execute(select(RT.c.image_id, RT.c.final_cls)

@@ -121,3 +121,21 @@ def test_submit_of_missing_paths_exits_non_zero_and_names_them(tiny_env, tmp_pat
         "as batch y")
     batches = json.loads(verge(tiny_env, "status", "--json").stdout)["batches"]
     assert [(b["batch"], b["total"]) for b in batches] == [("y", 1)]
+
+
+@pytest.mark.services
+def test_commands_that_need_the_database_migrate_sqlite_and_ask_for_a_shared_one(tiny_env, pg_url):
+    import migrations
+
+    # embedded SQLite: the first command that needs the database migrates it
+    assert json.loads(verge(tiny_env, "models", "list", "--json").stdout) == []
+    assert verge(tiny_env, "db", "current").stdout.strip() == migrations.head_revision()
+    # a shared database is migrated on purpose: each such command says how, in one line,
+    # and leaves the database as it was
+    env = {**tiny_env, "VERGE_DATABASE_URL": pg_url}
+    for args in (("status",), ("models", "list"), ("users", "list"), ("requeue",)):
+        line = one_line_error(verge(env, *args, check=False))
+        assert "is at revision none" in line and "run `verge db upgrade`" in line, args
+    assert verge(env, "db", "current").stdout.strip() == "none (empty database)"
+    verge(env, "db", "upgrade")
+    assert verge(env, "users", "list").stdout.startswith("no users yet")

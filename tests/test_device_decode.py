@@ -12,8 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
+<<<<<<< HEAD
 from models.device_decode import Transform, device_decodable, transform_of
+=======
+from models.device_decode import Transform, transform_of
+from models.encoder import EncoderSpec, load_encoder
+>>>>>>> issue-10a
 from models.images import open_checked
+from models.jpeg_decoders import device_decodable
 from models.pipeline import embed_keys
 from tests.corpus import jpeg_bytes
 from tests.decoding import TAKES, assert_same_as_cpu, mixed_files, progressive

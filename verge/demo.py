@@ -23,7 +23,10 @@ from PIL import Image
 
 from models.encoder import EncoderSpec, WeightsUnavailable, verify_weights
 
+from .batchstatus import wait_for_batch
+from .clikit import ensure_migrated, progress_bar
 from .settings import Settings
+from .supervisor import supervise
 
 SHARED_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fields-roads"
 RANDOM_BANNER = ("RANDOM WEIGHTS ({spec}, VERGE_PRETRAINED=none): these scores are NOT meaningful; "
@@ -68,10 +71,8 @@ def broken_files(folder: Path, sample: Path) -> list[Path]:
 def run_demo(settings: Settings, data: Path | None = None, serve_after: bool = True) -> None:
     from workers.training import labeled_files, train_binary_files
 
-    from .cli import _bar, _migrated, _wait, serve
-
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    _migrated(settings)
+    ensure_migrated(settings)
     spec = EncoderSpec(settings.encoder, settings.pretrained)
     banner = None
     try:
@@ -99,7 +100,7 @@ def run_demo(settings: Settings, data: Path | None = None, serve_after: bool = T
     out = train_binary_files(settings, train_files, f"demo-training:{folder}",
                              on_epoch=lambda st: click.echo(
                                  f"    epoch {st.epoch}: loss {st.loss:.4f}  accuracy {st.accuracy:.4f}"),
-                             progress_factory=_bar("    embedding"))
+                             progress_factory=progress_bar("    embedding"))
     click.echo(f"    model version {out.version_id} is active")
 
     env = {**os.environ, "VERGE_DATA_DIR": str(settings.data_dir), "VERGE_PRETRAINED": settings.pretrained,
@@ -116,7 +117,7 @@ def run_demo(settings: Settings, data: Path | None = None, serve_after: bool = T
         batch = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
         click.echo(f"3/3 submitting {len(held_out)} held-out photos and 2 broken files as batch {batch}")
         result = submit_paths(settings, [p for p, _ in held_out] + bad, batch)
-        status = _wait(settings, result.batch_id, timeout=600)
+        status = wait_for_batch(settings, result.batch_id, timeout=600)
         if worker.poll() is not None:
             raise click.ClickException(f"the worker stopped; see {log_path}")
     finally:
@@ -135,7 +136,7 @@ def run_demo(settings: Settings, data: Path | None = None, serve_after: bool = T
     if banner:
         click.secho("!! " + banner + " !!", fg="red", bold=True)
     if serve_after:
-        serve(settings, web=True, env=env)
+        supervise(settings, web=True, env=env)
 
 
 def command(settings: Settings, *args: str) -> str:

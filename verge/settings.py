@@ -413,3 +413,13 @@ def settings_table() -> list[tuple[str, str, str]]:
             default = int(default)
         rows.append((f.metadata["env"], str(default) if default != "" else "(empty)", f.metadata["doc"]))
     return rows
+
+
+def settings_markdown() -> list[str]:
+    """``settings_table`` as the README's markdown table, one line each; a ``|`` inside a cell
+    (the captions' separator) is escaped so it does not end the cell."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for env, default, doc in settings_table():
+        lines.append(f"| `{env}` | `{default}` | {doc} |".replace("|this", "\\|this")
+                     .replace("by `|`", "by `\\|`"))
+    return lines

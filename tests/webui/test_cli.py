@@ -7,16 +7,16 @@ from click.testing import CliRunner
 
 @pytest.fixture
 def run(web_settings):
-    from verge import cli
+    from verge import cli, clikit
 
-    cli._settings.cache_clear()
+    clikit.load_settings.cache_clear()
     runner = CliRunner()
 
     def invoke(*args, input=None):
         return runner.invoke(cli.main, list(args), input=input,
                              env={"VERGE_DATA_DIR": str(web_settings.data_dir)})
     yield invoke
-    cli._settings.cache_clear()
+    clikit.load_settings.cache_clear()
 
 
 def test_users_add_token_and_list(run, app):

@@ -1,5 +1,6 @@
-"""`verge export --format imagefolder|hf|label-studio` and `verge import label-studio`: the
-command-line side of ``store/datasets.py`` and ``store/label_studio.py``."""
+"""``verge export`` and ``verge import label-studio``: the command-line side of
+``store/export.py`` (csv, jsonl), ``store/datasets.py`` (imagefolder, hf) and
+``store/label_studio.py``."""
 from __future__ import annotations
 
 import json
@@ -9,19 +10,66 @@ from pathlib import Path
 
 import click
 
-from .cli import UserError
-from .settings import Settings
+from verge.clikit import UserError, ensure_migrated, find_batch_id, friendly, load_settings, with_database
+from verge.settings import Settings
 
 
-def _batch_id(session, batch) -> int | None:
-    from store.images import find_batch
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "imagefolder", "hf", "label-studio"]),
+              default="csv", show_default=True,
+              help="csv/jsonl: one row per image. imagefolder: DIR/[SPLIT/]CLASS/ image files. hf: the "
+                   "same plus metadata.parquet, for datasets.load_dataset('imagefolder', data_dir=DIR). "
+                   "label-studio: tasks JSON with verge's predictions as pre-annotations.")
+@click.option("--batch", default=None, help="Only this batch (name or number).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="Write here instead of standard output (the folder, for imagefolder and hf).")
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@click.option("--split", default=None, metavar="NAME=F,...",
+              help="imagefolder/hf: split by image hash, e.g. train=0.8,val=0.2.")
+@click.option("--embeddings", is_flag=True, help="hf: add each image's stored CLIP embedding.")
+@click.option("--image-url", default=None, metavar="TEMPLATE",
+              help="label-studio: where Label Studio loads each image; {id} and {sha256} are "
+                   "replaced (default: this verge web UI, http://VERGE_WEB_HOST:VERGE_WEB_PORT/images/{id}).")
+@friendly
+def export(fmt, batch, output, dest, split, embeddings, image_url):
+    """Per image: hash, source name, latest prediction, model version, human labels, final label.
+    DEST is the same as --output."""
+    from store.db import session_scope
+    from store.export import write_export
 
-    if not batch:
-        return None
-    found = find_batch(session, batch)
-    if found is None:
-        raise UserError(f"no batch named or numbered {batch!r}")
-    return found.id
+    settings = load_settings()
+    if dest and output and dest != output:
+        raise UserError("give the destination once: DEST or --output")
+    output = output or dest
+    if fmt not in ("csv", "jsonl"):
+        return export_more(settings, fmt, batch, output, split, embeddings, image_url)
+    if split or embeddings or image_url:
+        raise UserError("--split, --embeddings and --image-url go with --format imagefolder, hf or label-studio")
+    ensure_migrated(settings)
+    with session_scope(settings.resolved_database_url) as s:
+        batch_id = find_batch_id(s, batch) if batch else None
+        if output:
+            with open(output, "w", newline="", encoding="utf-8") as fh:
+                n = write_export(s, fh, fmt, batch_id)
+            click.echo(f"wrote {n} images to {output}", err=True)
+        else:
+            write_export(s, sys.stdout, fmt, batch_id)
+
+
+@click.group("import")
+def import_():
+    """Bring labels made elsewhere into verge."""
+
+
+@import_.command("label-studio")
+@click.argument("export_file", type=click.Path(path_type=Path))
+@click.option("--user", "user_map", multiple=True, metavar="LS_USER=NAME",
+              help="Map a Label Studio annotator (numeric id or email) to an existing verge user; "
+                   "unmapped annotators get a verge user of their own (a reviewer without a password).")
+@with_database
+def import_label_studio_cmd(export_file, user_map, settings):
+    """Labels from a Label Studio JSON export of tasks made by `verge export --format label-studio`."""
+    import_label_studio(settings, export_file, user_map)
 
 
 def url_template(template: str):
@@ -35,7 +83,8 @@ def url_template(template: str):
 
 
 def export_more(settings: Settings, fmt: str, batch, output: Path | None, split, embeddings,
-                image_url, migrated) -> None:
+                image_url) -> None:
+    """``--format imagefolder``, ``hf`` and ``label-studio``."""
     from store.blobs import BlobStore
     from store.datasets import ExportError, parse_split, write_dataset
     from store.db import session_scope
@@ -46,9 +95,9 @@ def export_more(settings: Settings, fmt: str, batch, output: Path | None, split,
             raise UserError("--split and --embeddings go with --format imagefolder or hf")
         template = image_url or f"http://{settings.web_host}:{settings.web_port}/images/{{id}}"
         to_url = url_template(template)
-        migrated(settings)
+        ensure_migrated(settings)
         with session_scope(settings.resolved_database_url) as s:
-            batch_id = _batch_id(s, batch)
+            batch_id = find_batch_id(s, batch) if batch else None
             if output:
                 n = 0
                 with open(output, "w", encoding="utf-8") as fh:
@@ -71,9 +120,9 @@ def export_more(settings: Settings, fmt: str, batch, output: Path | None, split,
         raise UserError(str(exc)) from None
     if embeddings and fmt != "hf":
         raise UserError("--embeddings goes with --format hf")
-    migrated(settings)
+    ensure_migrated(settings)
     with session_scope(settings.resolved_database_url) as s:
-        batch_id = _batch_id(s, batch)
+        batch_id = find_batch_id(s, batch) if batch else None
         try:
             report = write_dataset(s, BlobStore(settings.resolved_blob_dir), output, fmt, batch_id,
                                    splits, embeddings)

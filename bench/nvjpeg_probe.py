@@ -5,7 +5,7 @@ against libjpeg-turbo on one CPU thread. Needs CUDA; about 20 s.
 
 Why it exists: torchvision's batched ``decode_jpeg(..., device="cuda")`` sends baseline JPEGs to
 the GPU's hardware JPEG engine and everything else through a hybrid path whose entropy decoding
-runs on one CPU thread per process. ``models.device_decode.device_decodable`` routes by this.
+runs on one CPU thread per process. ``models.jpeg_decoders.device_decodable`` routes by this.
 """
 import io
 import sys

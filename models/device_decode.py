@@ -8,11 +8,12 @@ device, then handed to the encoder without leaving it.
 
 Only files this path reproduces faithfully and fast take it: baseline JPEGs in RGB or greyscale,
 with no EXIF rotation, that end in an end-of-image marker (a truncated file must fail with its
-reason on the CPU path instead of being decoded into grey). Progressive JPEGs decode faster with
-Pillow in the worker's threads than through torchvision's nvJPEG (measured; see
-``device_decodable``); DALI and nvImageCodec take them too (``models.jpeg_decoders``). Everything
-else, and any file the device decoder refuses, goes through ``models.images.decode_image`` as before, so every reason a
-file can fail is still written by one function.
+reason on the CPU path instead of being decoded into grey); ``models.jpeg_decoders`` decides
+from the header (``device_decodable``). Progressive JPEGs decode faster with Pillow in the
+worker's threads than through torchvision's nvJPEG; DALI and nvImageCodec take them too.
+Everything else, and any file the device decoder refuses, goes through
+``models.images.decode_image`` on the CPU, so every reason a file can fail is still written by
+one function.
 
 The result matches the CPU path closely but not bit for bit (full-resolution decode + antialiased
 bicubic on the device, against libjpeg's DCT-scaled decode + Pillow's bicubic): embeddings of
@@ -24,12 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 
-# EXIF orientation tag; anything but 1 (or absent) needs a rotation the device path doesn't do
-_ORIENTATION = 0x0112
-_PLAIN_MODES = ("RGB", "L")
-
+from .jpeg_decoders import NvjpegDecoder
 
 @dataclass(frozen=True)
 class Transform:
@@ -72,24 +69,6 @@ def transform_of(preprocess) -> Transform | None:
     return Transform(resize, crop, mean, std)
 
 
-def device_decodable(img: Image.Image, data: bytes, progressive: bool = False) -> bool:
-    """``img`` is the lazy header ``open_checked`` returned for ``data``. ``progressive``: the
-    decoder handles progressive JPEGs at speed (DALI, nvImageCodec; not torchvision's nvJPEG)."""
-    if img.format != "JPEG" or img.mode not in _PLAIN_MODES:
-        return False
-    if getattr(img, "n_frames", 1) != 1:  # MPO (multi-picture) files: the first frame only on CPU
-        return False
-    if not progressive and (img.info.get("progressive") or img.info.get("progression")):
-        # nvJPEG's hardware engine takes baseline JPEGs only (18,575 img/s on an H200); a
-        # progressive one goes through its hybrid path, serialised per process, at 57 img/s --
-        # slower than Pillow in the decode threads (bench/README.md, "GPU")
-        return False
-    if img.getexif().get(_ORIENTATION, 1) != 1:
-        return False
-    # a complete JPEG ends with EOI (FF D9), sometimes followed by padding
-    return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
-
-
 class DevicePreprocessor:
     """Bytes of plain JPEGs in, normalised (n, 3, S, S) tensors on ``device`` out."""
 
@@ -101,8 +80,6 @@ class DevicePreprocessor:
 
     def decode(self, datas: list[bytes]) -> list[torch.Tensor | None]:
         """uint8 (3, H, W) per file on the device; None where nvJPEG refused the file."""
-        from .jpeg_decoders import NvjpegDecoder
-
         return NvjpegDecoder(self.device).decode(datas)
 
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -13,9 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from models.device_decode import Transform, device_decodable, transform_of
+from models.device_decode import Transform, transform_of
 from models.encoder import EncoderSpec, load_encoder
 from models.images import open_checked
+from models.jpeg_decoders import device_decodable
 from models.pipeline import embed_keys
 from tests.corpus import SHARED_PHOTOS, bad_corpus, exif_rotated_jpeg, good_corpus, jpeg_bytes
 

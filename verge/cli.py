@@ -329,7 +329,7 @@ def requeue(batch):
     """Send scoring tasks again for images still queued (e.g. after a broker restart)."""
     from store import queries as q
     from store.db import session_scope
-    from workers.submission import check_broker, requeue as do_requeue
+    from workers.app import check_broker, requeue as do_requeue
 
     settings = _settings()
     _migrated(settings)
@@ -358,10 +358,10 @@ def requeue(batch):
 @_friendly
 def worker(concurrency, loglevel, name, metrics_port, queues):
     """Run a Celery worker that scores chunks (CUDA when present, else CPU)."""
-    from models.encoder import EncoderSpec, verify_weights
-    from workers.app import app, configure
-
+    from models.encoder import EncoderSpec
     from models.jpeg_decoders import missing_library
+    from workers.app import app, configure
+    from workers.weights import verify_weights
 
     settings = _settings()
     if concurrency:  # the pool processes size their torch thread pools by it
@@ -380,10 +380,10 @@ def worker(concurrency, loglevel, name, metrics_port, queues):
 
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
     if port:  # before the pool forks: its processes write samples the exporter here sums
-        from workers.metrics import serve
+        from workers.metrics import start_metrics_server
 
         try:
-            serve(port, settings.data_dir / "metrics" / f"worker-{os.getpid()}")
+            start_metrics_server(port, settings.data_dir / "metrics" / f"worker-{os.getpid()}")
         except OSError as exc:
             raise UserError(str(exc)) from None
     node = name or f"verge-{os.getpid()}@{socket.gethostname()}"

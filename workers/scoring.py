@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
-from models.encoder import Encoder, EncoderSpec, load_encoder
+from models.encoder import Encoder, EncoderSpec
 from models.heads import THREE_CLASS, Head, load_head
 from models.pipeline import embed_keys, stack
 from models.zeroshot import ZeroShot, zero_shot_for
@@ -35,7 +35,9 @@ from store.pausepoints import reach
 from store.schema import CLASSES
 from verge.settings import Settings
 
+from .app import enqueue
 from .routing import HUMAN_REASONS, RoutingPolicy, binary_class, route, route_three_class
+from .weights import load_encoder
 
 log = logging.getLogger("verge.scoring")
 
@@ -49,7 +51,6 @@ class ChunkReport:
     linked: int = 0           # registered in place, found to be bytes verge knew: merged into those
     embedded: int = 0         # embeddings computed (the rest were reused)
     seconds: float = 0.0
-    errors: dict = field(default_factory=dict)
 
 
 class Scorer:
@@ -168,11 +169,8 @@ class Scorer:
         report.scored = recorded.written
         report.skipped += len(predictions) - recorded.written  # another delivery wrote them first
         if woken:
-            from .submission import enqueue
-
             enqueue(self.settings, woken)
         report.failed = len(errors)
-        report.errors = errors
         report.seconds = time.perf_counter() - started
         return report
 

@@ -65,7 +65,7 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
             "data_folder_in": str(queue_dir), "data_folder_out": str(queue_dir),
             "control_folder": str(control_dir), "store_processed": False,
             # kombu sleeps this long whenever it may not take a message (prefetch 1 and a chunk
-            # running) or finds none: its default of 1 s left a fast worker idle between chunks
+            # running) or finds none: its default of 1 s would leave a fast worker idle between chunks
             "polling_interval": 0.05,
         }
     vt = settings.visibility_timeout

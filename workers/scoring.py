@@ -206,10 +206,11 @@ class Scorer:
     def rescore_open_tasks(self) -> dict:
         """After a promotion or rollback: re-score the images of open review tasks with the active
         head from their stored embeddings (no CLIP forward pass). Tasks a better model is now
-        sure about leave the queue as ``resolved`` (by that version; a rollback reopens them).
+        sure about leave the review queue as ``resolved`` (by that version; a rollback reopens
+        them).
 
         Pages through the open tasks in id order, ``RESCORE_PAGE`` at a time, each page read,
-        predicted and written on its own, so memory stays bounded whatever the queue's length.
+        predicted and written on its own, so memory stays bounded however many tasks are open.
         Idempotent: images whose current prediction already comes from the active head are
         skipped. Each page's write holds the active-head guard and stops the re-score if the head
         changed meanwhile (whoever changed it asks for its own re-score)."""

@@ -59,7 +59,7 @@ def backoff(settings: Settings, retries: int) -> float:
 
 
 def emit(settings: Settings, event: str, data: dict, dedupe_key: str | None = None) -> list[str]:
-    """Record the event for each receiver and queue its delivery; returns the delivery ids
+    """Record the event for each receiver and hand its delivery to the broker; returns the delivery ids
     (none when no receiver is configured or this occurrence was already sent). Never raises:
     an unreachable database or broker is logged, and the caller's work stands."""
     if not settings.webhook_urls:

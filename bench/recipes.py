@@ -20,11 +20,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.augment import embed_views  # noqa: E402
-from models.encoder import EncoderSpec, load_encoder  # noqa: E402
+from models.encoder import EncoderSpec  # noqa: E402
 from models.metrics import classification_metrics  # noqa: E402
 from models.pipeline import embed_keys  # noqa: E402
 from models.training import Recipe, stratified_split, train_binary  # noqa: E402
 from store.blobs import sha256_hex  # noqa: E402
+from workers.weights import load_encoder  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fields-roads"
 SEED = Recipe()

@@ -145,7 +145,8 @@ def autocast(args, device):
 
 
 def load_verge_encoder(args):
-    from models.encoder import EncoderSpec, load_encoder
+    from models.encoder import EncoderSpec
+    from workers.weights import load_encoder
 
     enc = load_encoder(EncoderSpec(args.encoder, args.pretrained), args.device)
     enc._autocast = bool(args.fp16 and args.cuda)  # (a) runs exactly as the flags say

@@ -38,7 +38,8 @@ def main(argv=None) -> None:
     C.install_sigterm()
     import torch
 
-    from models.encoder import EncoderSpec, load_encoder
+    from models.encoder import EncoderSpec
+    from workers.weights import load_encoder
     from models.pipeline import embed_keys, stack
     from verge.settings import Settings
     from workers.scoring import Scorer

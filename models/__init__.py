@@ -1,1 +1,1 @@
-"""The ML: CLIP encoder, heads, zero-shot, training. Knows nothing of databases or queues."""
+"""The ML: CLIP encoder, heads, zero-shot, training. Knows nothing of databases, brokers or sockets."""

@@ -8,12 +8,12 @@ device, then handed to the encoder without leaving it.
 
 Only files this path reproduces faithfully and fast take it: baseline JPEGs in RGB or greyscale,
 with no EXIF rotation, that end in an end-of-image marker (a truncated file must fail with its
-reason on the CPU path instead of being decoded into grey). Progressive JPEGs decode faster with
-Pillow in the worker's threads than through torchvision's nvJPEG (measured; the rule is
-``models.jpeg_decoders.device_decodable``, next to the decoders it routes to); DALI and
-nvImageCodec take them too. Everything else, and any file the device decoder refuses, goes
-through ``models.images.decode_image`` as before, so every reason a file can fail is still
-written by one function.
+reason on the CPU path instead of being decoded into grey); ``models.jpeg_decoders`` decides
+from the header (``device_decodable``). Progressive JPEGs decode faster with Pillow in the
+worker's threads than through torchvision's nvJPEG; DALI and nvImageCodec take them too.
+Everything else, and any file the device decoder refuses, goes through
+``models.images.decode_image`` on the CPU, so every reason a file can fail is still written by
+one function.
 
 The result matches the CPU path closely but not bit for bit (full-resolution decode + antialiased
 bicubic on the device, against libjpeg's DCT-scaled decode + Pillow's bicubic): embeddings of
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .jpeg_decoders import NvjpegDecoder
 
 @dataclass(frozen=True)
 class Transform:
@@ -79,8 +80,6 @@ class DevicePreprocessor:
 
     def decode(self, datas: list[bytes]) -> list[torch.Tensor | None]:
         """uint8 (3, H, W) per file on the device; None where nvJPEG refused the file."""
-        from .jpeg_decoders import NvjpegDecoder
-
         return NvjpegDecoder(self.device).decode(datas)
 
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:

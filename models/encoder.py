@@ -2,7 +2,9 @@
 
 One place builds encoders (``load_encoder``) and one type uses them (``Encoder``). The spec's
 ``key`` is what the database and head checkpoints record, so embeddings and heads of different
-encoders can never be mixed up.
+encoders can never be mixed up. Weights come from a file, the local cache, or open_clip's
+download; probing the download host first and checking weights in a separate process are the
+worker's business (``workers.weights``).
 """
 from __future__ import annotations
 
@@ -10,13 +12,10 @@ import contextlib
 import functools
 import hashlib
 import logging
-import multiprocessing
 import os
-import socket
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import open_clip
@@ -146,15 +145,21 @@ class Encoder:
             return self._normalise(self.model.encode_text(tokens))
 
 
-def available_encoders() -> list[str]:
-    return open_clip.list_models()
-
-
-def load_encoder(spec: EncoderSpec, device: str = "auto") -> Encoder:
-    """Build the encoder; raise WeightsUnavailable (one clear reason) when weights can't be had."""
+def check_known(spec: EncoderSpec) -> None:
+    """Raise UnknownEncoder unless open_clip (or verge) knows an encoder of this name."""
     if spec.name not in open_clip.list_models():
         raise UnknownEncoder(f"unknown encoder '{spec.name}'; open_clip knows e.g. ViT-B-32, "
                              f"ViT-B-16, ViT-L-14, and verge adds {TINY}")
+
+
+def load_encoder(spec: EncoderSpec, device: str = "auto", *,
+                 before_download: Callable[[EncoderSpec], None] | None = None) -> Encoder:
+    """Build the encoder; raise WeightsUnavailable (one clear reason) when weights can't be had.
+
+    Pretrained weights come from the local cache first (no network); only when they are not
+    there does open_clip download them, after ``before_download(spec)``, which may raise
+    WeightsUnavailable instead (``workers.weights`` probes the download host there)."""
+    check_known(spec)
     dev = pick_device(device)
     key = spec.key  # the identity of the weights about to be loaded (hashes a weights file)
     if spec.random:
@@ -163,40 +168,12 @@ def load_encoder(spec: EncoderSpec, device: str = "auto") -> Encoder:
             with _quiet():  # open_clip warns that the weights are random: that is the point
                 model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=None)
     else:
-        model, preprocess = _load_pretrained(spec)
+        model, preprocess = _load_pretrained(spec, before_download)
     model = model.to(dev).eval()
     return Encoder(spec, model, preprocess, dev, key)
 
 
-def verify_weights(spec: EncoderSpec) -> None:
-    """Raise WeightsUnavailable/UnknownEncoder now if ``load_encoder(spec)`` would.
-
-    Pretrained tags are tried in a separate, spawned process: a parent that is about to fork
-    workers must not run torch itself (OpenMP thread pools do not survive fork, and a CUDA
-    context cannot be shared), and the weights stay out of its memory.
-    """
-    if spec.name not in open_clip.list_models():
-        load_encoder(spec)  # raises UnknownEncoder with the message
-    if spec.random:
-        return
-    path = Path(spec.pretrained).expanduser()
-    if path.is_file():
-        return
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        problem = pool.submit(_try_load, spec).result()
-    if problem:
-        raise WeightsUnavailable(spec, problem)
-
-
-def _try_load(spec: EncoderSpec) -> str | None:
-    try:
-        load_encoder(spec, "cpu")
-        return None
-    except WeightsUnavailable as exc:
-        return exc.detail
-
-
-def _load_pretrained(spec: EncoderSpec):
+def _load_pretrained(spec: EncoderSpec, before_download: Callable[[EncoderSpec], None] | None):
     path = Path(spec.pretrained).expanduser()
     looks_like_path = os.sep in spec.pretrained or path.suffix in (".pt", ".bin", ".safetensors", ".pth")
     if looks_like_path and not path.is_file():
@@ -212,9 +189,8 @@ def _load_pretrained(spec: EncoderSpec):
     except Exception as exc:
         if path.is_file():
             raise WeightsUnavailable(spec, f"the file could not be loaded: {_first_line(exc)}") from exc
-    if not _hub_reachable():
-        raise WeightsUnavailable(spec, "they are not in the local cache and the download host "
-                                       f"{_HUB_HOST} cannot be reached")
+    if before_download is not None:
+        before_download(spec)
     try:
         with _quiet():
             model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=source)
@@ -223,20 +199,9 @@ def _load_pretrained(spec: EncoderSpec):
     return model, preprocess
 
 
-_HUB_HOST = "huggingface.co"
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((_HUB_HOST, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 @contextlib.contextmanager

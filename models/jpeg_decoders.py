@@ -3,7 +3,8 @@ on the device out, one call per forward pass.
 
 - ``nvjpeg``: torchvision's ``decode_jpeg`` on the device. Its batched call uses the GPU's
   hardware JPEG engine for baseline files only; a progressive file goes through a hybrid path
-  serialised within the process (57 img/s on an H200), so progressive files stay with Pillow.
+  serialised within the process, slower than Pillow's threads, so progressive files stay with
+  Pillow.
 - ``dali``: NVIDIA DALI's ``mixed`` image decoder (``pip install 'verge[gpu]'``). Huffman
   decoding of progressive files runs on DALI's own CPU threads, the rest on the GPU, and baseline
   files go to the hardware engine: every plain JPEG takes this path, progressive ones included.
@@ -27,38 +28,16 @@ from PIL import Image
 
 log = logging.getLogger("verge.decode")
 
+# EXIF orientation tag; anything but 1 (or absent) needs a rotation the device path doesn't do
+_ORIENTATION = 0x0112
+_PLAIN_MODES = ("RGB", "L")
+
 NVJPEG = "nvjpeg"
 DALI = "dali"
 NVIMGCODEC = "nvimgcodec"
 
 # the Python package each library-backed decoder needs, and how to get it
 _PACKAGES = {DALI: ("nvidia.dali", "NVIDIA DALI"), NVIMGCODEC: ("nvidia.nvimgcodec", "NVIDIA nvImageCodec")}
-
-
-# EXIF orientation tag; anything but 1 (or absent) needs a rotation the device path doesn't do
-_ORIENTATION = 0x0112
-_PLAIN_MODES = ("RGB", "L")
-
-
-def device_decodable(img: Image.Image, data: bytes, progressive: bool = False) -> bool:
-    """Whether a device decoder is handed this file (the rule ``models.device_decode``'s
-    docstring explains); else Pillow decodes it on the CPU.
-
-    ``img`` is the lazy header ``open_checked`` returned for ``data``. ``progressive``: the
-    decoder handles progressive JPEGs at speed (DALI, nvImageCodec; not torchvision's nvJPEG)."""
-    if img.format != "JPEG" or img.mode not in _PLAIN_MODES:
-        return False
-    if getattr(img, "n_frames", 1) != 1:  # MPO (multi-picture) files: the first frame only on CPU
-        return False
-    if not progressive and (img.info.get("progressive") or img.info.get("progression")):
-        # nvJPEG's hardware engine takes baseline JPEGs only (18,575 img/s on an H200); a
-        # progressive one goes through its hybrid path, serialised per process, at 57 img/s --
-        # slower than Pillow in the decode threads (bench/README.md, "GPU")
-        return False
-    if img.getexif().get(_ORIENTATION, 1) != 1:
-        return False
-    # a complete JPEG ends with EOI (FF D9), sometimes followed by padding
-    return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
 
 
 class DecoderUnavailable(RuntimeError):
@@ -79,6 +58,26 @@ def missing_library(mode: str) -> str | None:
         return None
     return (f"VERGE_GPU_DECODE={mode} needs {name}, which is not installed: "
             f"pip install 'verge[gpu]' (or use nvjpeg, resize or off)")
+
+
+def device_decodable(img: Image.Image, data: bytes, progressive: bool = False) -> bool:
+    """Whether a device decoder takes this file: a complete, single-frame RGB or greyscale JPEG
+    that needs no EXIF rotation. ``img`` is the lazy header ``open_checked`` returned for
+    ``data``. ``progressive``: the decoder handles progressive JPEGs at speed (DALI,
+    nvImageCodec; not torchvision's nvJPEG)."""
+    if img.format != "JPEG" or img.mode not in _PLAIN_MODES:
+        return False
+    if getattr(img, "n_frames", 1) != 1:  # MPO (multi-picture) files: the first frame only on CPU
+        return False
+    if not progressive and (img.info.get("progressive") or img.info.get("progression")):
+        # nvJPEG's hardware engine takes baseline JPEGs only; a progressive one goes through
+        # its hybrid path, serialised per process, which is slower than Pillow in the decode
+        # threads (measured: bench/README.md, "GPU")
+        return False
+    if img.getexif().get(_ORIENTATION, 1) != 1:
+        return False
+    # a complete JPEG ends with EOI (FF D9), sometimes followed by padding
+    return data.rstrip(b"\0")[-2:] == b"\xff\xd9"
 
 
 def _to_chw(hwc: torch.Tensor) -> torch.Tensor:

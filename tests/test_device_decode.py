@@ -6,18 +6,12 @@ CUDA. What a GPU adds (nvJPEG's own decoder) is exercised by bench/throughput.py
 """
 from __future__ import annotations
 
-import io
 
 import pytest
 import torch
 from PIL import Image
 
-<<<<<<< HEAD
-from models.device_decode import Transform, device_decodable, transform_of
-=======
 from models.device_decode import Transform, transform_of
-from models.encoder import EncoderSpec, load_encoder
->>>>>>> issue-10a
 from models.images import open_checked
 from models.jpeg_decoders import device_decodable
 from models.pipeline import embed_keys

@@ -20,13 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("verge", "webui", "workers", "store", "models", "migrations")  # pyproject's packages
 
-# Circles known to be removed by a change not merged yet: (importer, imported) edges left out
-# of the graph. Each entry names what removes it; the list is empty once that has landed.
-ALLOWED_EDGES = {
-    # removed by 10c: check_broker, enqueue and requeue move into workers/app.py
-    ("workers.app", "workers.submission"): "removed by 10c",
-    ("workers.recovery", "workers.submission"): "removed by 10c",
-}
 
 
 def product_modules(root: Path, packages=PACKAGES) -> dict[str, tuple[Path, bool]]:
@@ -198,8 +191,6 @@ def test_the_checker_reads_function_level_relative_and_package_imports(tmp_path)
 def test_no_import_circles_between_verge_modules():
     graph = import_graph()
     assert {"verge.cli", "verge.clikit", "webui.cli", "workers.app", "store.db"} <= set(graph)
-    for importer, imported in ALLOWED_EDGES:
-        graph[importer].discard(imported)
     circles = find_cycles(graph)
     assert not circles, "import circles:\n" + "\n".join("  " + " -> ".join(c) for c in circles)
 

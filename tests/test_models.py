@@ -68,6 +68,27 @@ def test_pretrained_weights_that_cannot_be_had_fail_in_one_sentence():
         load_encoder(EncoderSpec("verge-tiny", "/nonexistent/weights.pt"))
 
 
+def test_weights_neither_cached_nor_reachable_fail_in_one_sentence(monkeypatch, tmp_path):
+    """Once the local cache has missed, the worker's loader (workers.weights) probes the download
+    host before open_clip downloads: a machine that cannot reach it is told so in one sentence,
+    not after the hub client's retries."""
+    import socket
+
+    from huggingface_hub import constants
+
+    import workers.weights as weights
+
+    with socket.socket() as closed:  # a port nobody listens on once this socket is closed
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(weights, "HUB", ("127.0.0.1", port))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert not weights.hub_reachable()
+    with pytest.raises(WeightsUnavailable, match="not in the local cache and the download host "
+                                                 "127.0.0.1 cannot be reached"):
+        weights.load_encoder(EncoderSpec("ViT-B-32", "openai"), "cpu")
+
+
 def test_a_local_weights_file_is_loaded(tmp_path, tiny_encoder):
     path = tmp_path / "tiny.pt"
     torch.save(tiny_encoder.model.state_dict(), path)

@@ -28,7 +28,8 @@ def _messages(settings) -> list:
 
 
 def test_sweeper_leaves_waiting_images_alone_and_resends_lost_ones(tiny_env, tmp_path):
-    from workers.submission import requeue_stalled, submit_paths
+    from workers.app import requeue_stalled
+    from workers.submission import submit_paths
 
     env = {**tiny_env, "VERGE_CHUNK_SIZE": "1", "VERGE_REQUEUE_AFTER": "60"}
     settings = _settings(env)

@@ -21,7 +21,8 @@ import click
 import numpy as np
 from PIL import Image
 
-from models.encoder import EncoderSpec, WeightsUnavailable, verify_weights
+from models.encoder import EncoderSpec, WeightsUnavailable
+from workers.weights import verify_weights
 
 from .batchstatus import wait_for_batch
 from .clikit import ensure_migrated, progress_bar

@@ -342,7 +342,7 @@ class Settings:
         "Retries of a failed webhook delivery, with exponential backoff, before it is recorded as failed.")
     webhook_backoff: float = _setting(
         "VERGE_WEBHOOK_BACKOFF", 10.0, _positive_float,
-        "Seconds before the first webhook retry; each further retry waits twice as long (at most 30 min, and at most half of `VERGE_VISIBILITY_TIMEOUT`).")
+        "Seconds before the first webhook retry; each further retry waits twice as long (at most 30 min; on Redis also at most half of `VERGE_VISIBILITY_TIMEOUT`).")
     log_format: str = _setting(
         "VERGE_LOG_FORMAT", "text", _log_format,
         "`text`, or `json` for one JSON object per log line (worker, beat, web; chunk lines carry "

@@ -1,1 +1,2 @@
-"""Where models and store meet: the Celery app, scoring, routing, submission and training jobs."""
+"""Where models and store meet: the Celery app and broker (``app``), scoring, routing, submission,
+encoder weights, training jobs and webhooks."""

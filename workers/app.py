@@ -1,4 +1,5 @@
-"""The Celery app, configured from verge's settings.
+"""The Celery app and the broker, named in one place: the task names, the queues, checking the
+broker, and sending scoring tasks (``enqueue``, ``requeue``, beat's ``requeue_stalled``).
 
 Embedded default: kombu's filesystem transport under the data dir (no server). At scale:
 Redis or RabbitMQ via VERGE_BROKER_URL. Either way delivery is at-least-once (acks_late, requeue
@@ -8,39 +9,50 @@ A worker host that dies whole (no goodbye) holds its chunks unacknowledged: Rabb
 them as soon as the connection drops; Redis once VERGE_VISIBILITY_TIMEOUT has passed (short by
 default, since a chunk scored twice writes nothing twice; retrains are acknowledged on receipt).
 On RabbitMQ the queues are durable quorum queues (replicated, delivery-counted).
+
+Two Celery queues: scoring chunks go to VERGE_QUEUE (``settings.queue``); the periodic and
+follow-up jobs (sweeper, retrain, label check, re-score, webhook deliveries) to the jobs queue
+(``settings.resolved_jobs_queue``), so a scoring backlog never delays them. "Queue" here always
+means a Celery queue; people's work is the review queue (``store.review``).
+
+Importing this module stays cheap (no torch, no settings read): the CLI, the web UI and Celery's
+own command line import it, and senders name tasks by the constants below instead of importing
+``workers.tasks``, which loads the model code.
 """
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from datetime import timedelta
+from typing import Sequence
 
 from celery import Celery
 from celery.schedules import crontab
+from kombu.exceptions import OperationalError
+from sqlalchemy import select, update
 
+from store.db import session_scope
+from store.schema import BatchImage, Image, utcnow
 from verge.settings import Settings, SettingsError
 
 from .errors import BrokerUnavailable
 
+log = logging.getLogger("verge.broker")
+
 app = Celery("verge", include=["workers.tasks"])
 
-# Task names, for senders that must not import workers.tasks (it loads torch and the model code)
-SCORE_CHUNK = "verge.score_chunk"
-RESCORE_OPEN = "verge.rescore_open"
+# ----------------------------------------------------------------------------- task names
+SCORE_CHUNK = "verge.score_chunk"          # scoring queue: one chunk of image ids
+RESCORE_OPEN = "verge.rescore_open"        # jobs queue: open review tasks, with the active head
+REQUEUE_STALLED = "verge.requeue_stalled"  # jobs queue, beat: the sweeper
+RETRAIN = "verge.retrain"                  # jobs queue, beat: the cron schedule
+MAYBE_RETRAIN = "verge.maybe_retrain"      # jobs queue, beat: the label counter
+DELIVER_WEBHOOK = "verge.deliver_webhook"  # jobs queue: one attempt of one webhook delivery
 
-
-def request_rescore(settings: Settings) -> str | None:
-    """Ask a worker to re-score open review tasks with the active head. Returns None, or why the
-    request could not be sent (the broker is down): callers report it, the switch stands."""
-    from kombu.exceptions import OperationalError
-
-    from .submission import check_broker
-
-    try:
-        check_broker(settings)
-        app.send_task(RESCORE_OPEN, queue=settings.resolved_jobs_queue, retry=True,
-                      retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5})
-    except (BrokerUnavailable, OperationalError, OSError) as exc:
-        return str(exc).splitlines()[0][:200]
-    return None
+# publishing to a broker that blips (a Redis restart) is retried within reason; past that the
+# images stay `queued` in the database and `verge requeue` / beat's sweeper sends them again
+PUBLISH_RETRY = {"max_retries": 20, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 3.0}
+REQUEUE_PAGE = 10_000  # image ids read and re-sent at a time: bounded memory at any backlog
 
 
 def broker_options(settings: Settings) -> tuple[str, dict]:
@@ -53,7 +65,7 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
             "data_folder_in": str(queue_dir), "data_folder_out": str(queue_dir),
             "control_folder": str(control_dir), "store_processed": False,
             # kombu sleeps this long whenever it may not take a message (prefetch 1 and a chunk
-            # running) or finds none: its default of 1 s left a fast worker idle between chunks
+            # running) or finds none: its default of 1 s would leave a fast worker idle between chunks
             "polling_interval": 0.05,
         }
     vt = settings.visibility_timeout
@@ -65,7 +77,7 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
         "unacked_restore_throttle": 1,
         "unacked_mutex_expire": max(5, min(300, vt)),
     }
-    if settings.broker_url.startswith(("redis", "rediss")):
+    if is_redis(settings.broker_url):
         # kombu keeps every client's unacknowledged messages in one hash per Redis database, and
         # any client restores whatever is older than ITS timeout: another deployment (or test)
         # on the same database with a shorter one would hand our running chunks out early. Our
@@ -81,15 +93,15 @@ def beat_schedule(settings: Settings) -> dict:
     They go to the jobs queue: behind a scoring backlog they would wait for all of it."""
     opts = {"queue": settings.resolved_jobs_queue}
     schedule = {
-        "requeue-stalled": {"task": "verge.requeue_stalled",
+        "requeue-stalled": {"task": REQUEUE_STALLED,
                             "schedule": timedelta(seconds=max(60, settings.requeue_after // 6)),
                             "options": opts},
     }
     if settings.retrain_cron:
-        schedule["retrain-cron"] = {"task": "verge.retrain", "schedule": parse_cron(settings.retrain_cron),
+        schedule["retrain-cron"] = {"task": RETRAIN, "schedule": parse_cron(settings.retrain_cron),
                                     "args": ("schedule",), "options": opts}
     if settings.retrain_after_labels:
-        schedule["retrain-on-labels"] = {"task": "verge.maybe_retrain",
+        schedule["retrain-on-labels"] = {"task": MAYBE_RETRAIN,
                                          "schedule": timedelta(minutes=5), "options": opts}
     return schedule
 
@@ -109,6 +121,11 @@ def parse_cron(expr: str) -> crontab:
 
 def is_amqp(url: str) -> bool:
     return url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
+def is_redis(url: str) -> bool:
+    """The Redis transport: the one where VERGE_VISIBILITY_TIMEOUT applies."""
+    return url.startswith(("redis", "rediss"))
 
 
 def task_queues(settings: Settings):
@@ -185,3 +202,108 @@ def settings_of(celery_app: Celery = app) -> Settings:
         configure(Settings.from_env())
     return celery_app.verge_settings
 
+
+
+# ----------------------------------------------------------------------------- the broker
+def check_broker(settings: Settings, timeout: float = 5.0) -> None:
+    """Raise BrokerUnavailable (one line) unless the broker answers."""
+    configure(settings)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:
+        where = settings.broker_url or f"filesystem:{settings.broker_dir}"
+        raise BrokerUnavailable(
+            f"cannot reach the broker at {where} (VERGE_BROKER_URL): {str(exc).splitlines()[0][:200]}"
+        ) from None
+
+
+def waiting_messages(settings: Settings, queue: str | None = None) -> int:
+    """Messages waiting in a Celery queue (default: the scoring queue), not counting those a
+    worker holds."""
+    configure(settings)
+    with app.connection_for_read() as conn:
+        try:
+            return conn.default_channel.queue_declare(queue or settings.queue, passive=True).message_count
+        except Exception as exc:  # a queue nobody declared yet holds nothing
+            if "NOT_FOUND" in str(exc) or "404" in str(exc):
+                return 0
+            raise
+
+
+# ----------------------------------------------------------------------------- sending
+def _chunks(settings: Settings, image_ids: Sequence[int]) -> list[list[int]]:
+    ids = list(image_ids)
+    return [ids[i:i + settings.chunk_size] for i in range(0, len(ids), settings.chunk_size)]
+
+
+def _send(settings: Settings, chunks: list[list[int]], batch_id: int | None) -> int:
+    configure(settings)
+    if chunks:
+        with app.producer_or_acquire() as producer:
+            for chunk in chunks:
+                # sent by name: importing workers.tasks would load torch into every submitter
+                app.send_task(SCORE_CHUNK, args=[chunk], kwargs={"batch_id": batch_id},
+                              queue=settings.queue, producer=producer, retry=True,
+                              retry_policy=PUBLISH_RETRY)
+    return len(chunks)
+
+
+def publish(settings: Settings, image_ids: Sequence[int], batch_id: int | None = None) -> int:
+    """Scoring tasks of ``chunk_size`` images each, on one producer, for images whose
+    ``queued_at`` was stamped when they were registered (in place): nothing is written."""
+    return _send(settings, _chunks(settings, image_ids), batch_id)
+
+
+def enqueue(settings: Settings, image_ids: Sequence[int], batch_id: int | None = None) -> int:
+    """Send scoring tasks of ``chunk_size`` images each and stamp the images' ``queued_at``."""
+    chunks = _chunks(settings, image_ids)
+    if not _send(settings, chunks, batch_id):
+        return 0
+    with session_scope(settings.resolved_database_url) as s:
+        for chunk in chunks:
+            s.execute(update(Image).where(Image.id.in_(chunk)).values(queued_at=utcnow()))
+    return len(chunks)
+
+
+def requeue(settings: Settings, batch_id: int | None = None, older_than_s: float | None = None) -> int:
+    """Send scoring tasks again for images still ``queued`` (lost messages, a broker restart).
+    Safe at any time: scoring skips what is already scored."""
+    stmt = select(Image.id).where(Image.status == "queued")
+    if batch_id is not None:
+        stmt = stmt.join(BatchImage, BatchImage.image_id == Image.id).where(BatchImage.batch_id == batch_id)
+    if older_than_s is not None:
+        cutoff = utcnow() - dt.timedelta(seconds=older_than_s)
+        stmt = stmt.where((Image.queued_at.is_(None)) | (Image.queued_at < cutoff))
+    sent, last = 0, 0
+    while True:
+        with session_scope(settings.resolved_database_url) as s:
+            ids = list(s.scalars(stmt.where(Image.id > last).order_by(Image.id).limit(REQUEUE_PAGE)))
+        if not ids:
+            return sent
+        enqueue(settings, ids, batch_id)
+        sent, last = sent + len(ids), ids[-1]
+
+
+def requeue_stalled(settings: Settings) -> int:
+    """Beat's sweeper. ``queued_at`` is stamped when a task is sent and again when a worker
+    starts the image's chunk, so an image untouched for ``VERGE_REQUEUE_AFTER`` was never started
+    or was started long ago; it is re-sent only when no scoring message is waiting in the queue:
+    behind a backlog an image that nobody started is waiting its turn, not lost."""
+    waiting = waiting_messages(settings)
+    if waiting:
+        log.info("sweeper: %d scoring messages are waiting; nothing is re-sent behind them", waiting)
+        return 0
+    return requeue(settings, older_than_s=settings.requeue_after)
+
+
+def request_rescore(settings: Settings) -> str | None:
+    """Ask a worker to re-score open review tasks with the active head. Returns None, or why the
+    request could not be sent (the broker is down): callers report it, the switch stands."""
+    try:
+        check_broker(settings)
+        app.send_task(RESCORE_OPEN, queue=settings.resolved_jobs_queue, retry=True,
+                      retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 0.5})
+    except (BrokerUnavailable, OperationalError, OSError) as exc:
+        return str(exc).splitlines()[0][:200]
+    return None

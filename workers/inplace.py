@@ -23,8 +23,8 @@ from store.schema import BatchImage, Image, utcnow
 from store.sql import chunks, dialect_insert
 from verge.settings import Settings
 
-from .app import SCORE_CHUNK, app, configure
-from .submission import IMAGE_SUFFIXES, PUBLISH_RETRY, SubmitResult, check_broker, new_batch_name
+from .app import check_broker, publish
+from .submission import IMAGE_SUFFIXES, SubmitResult, new_batch_name
 
 GROUP = 5000  # objects per registration transaction: a few hundred kB of rows
 
@@ -104,20 +104,6 @@ def register_objects(session, batch_id: int, bucket: str, objects: list[Listed])
     return out
 
 
-def publish(settings: Settings, image_ids: list[int], batch_id: int) -> int:
-    """Scoring tasks for images already stamped ``queued_at`` (at registration): one producer,
-    no per-chunk UPDATE."""
-    configure(settings)
-    chunks = [image_ids[i:i + settings.chunk_size] for i in range(0, len(image_ids), settings.chunk_size)]
-    if chunks:
-        with app.producer_or_acquire() as producer:
-            for chunk in chunks:
-                app.send_task(SCORE_CHUNK, args=[chunk], kwargs={"batch_id": batch_id},
-                              queue=settings.queue, producer=producer, retry=True,
-                              retry_policy=PUBLISH_RETRY)
-    return len(chunks)
-
-
 def _prefetched(items: Iterator, depth: int = 8) -> Iterator:
     """``items`` produced on a thread of its own (S3 listing is network-bound)."""
     box: queue.Queue = queue.Queue(maxsize=depth)
@@ -189,6 +175,7 @@ def register_pages(settings: Settings, bucket: str, pages: Iterable[list[Listed]
         result.new += len(reg.new_ids)
         result.duplicates += len(page) - len(reg.new_ids)
         result.enqueued += len(reg.to_score)
+        # queued_at was stamped with the rows: the tasks alone are sent
         result.chunks += publish(settings, reg.to_score, result.batch_id)
         if progress:
             progress(len(page))

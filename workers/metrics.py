@@ -2,15 +2,15 @@
 
 A ``verge worker`` is a parent process and a pool of forked children that run the chunks, so
 the figures live in prometheus_client's multiprocess mode: each child writes its samples to
-memory-mapped files in one folder, and the parent's exporter (``serve``) sums the folder on every
-scrape. ``verge worker --metrics-port N`` (or ``VERGE_WORKER_METRICS_PORT``) turns it on; without
-it the instruments still count, in memory, and nobody reads them.
+memory-mapped files in one folder, and the parent's exporter (``start_metrics_server``) sums the
+folder on every scrape. ``verge worker --metrics-port N`` (or ``VERGE_WORKER_METRICS_PORT``)
+turns it on; without it the instruments still count, in memory, and nobody reads them.
 
 * ``verge_chunk_seconds`` (histogram): wall time of a scoring chunk, decode to commit.
 * ``verge_images_scored_total`` / ``verge_images_failed_total`` (counters).
 
-Database-wide figures (queue depth, images by status, review tasks, the active head) are the
-web UI's ``/metrics``.
+Database-wide figures (scoring queue depth, images by status, review tasks, the active head)
+are the web UI's ``/metrics``.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def observe_chunk(report) -> None:
     failed.inc(report.failed)
 
 
-def serve(port: int, folder: Path, addr: str = "0.0.0.0") -> None:
+def start_metrics_server(port: int, folder: Path, addr: str = "0.0.0.0") -> None:
     """In the worker's parent, before the pool forks: multiprocess mode with samples in
     ``folder`` (emptied first: a previous run's counts are not this one's) and an HTTP exporter
     on ``addr:port`` that sums them. The folder is removed when the parent exits."""

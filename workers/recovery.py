@@ -10,7 +10,7 @@ messages themselves and need none of this.
 
 The sweeper's question, "is this image lost or just waiting?", is answered with the broker:
 while scoring messages are waiting in the queue, an image that no worker has started is
-waiting, not lost (``waiting_messages``).
+waiting, not lost (``workers.app.requeue_stalled``).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from celery.signals import task_postrun, task_received, worker_ready
 
 from verge.settings import Settings
 
-from .app import SCORE_CHUNK, app, settings_of
+from .app import SCORE_CHUNK, app, enqueue, settings_of
 
 log = logging.getLogger("verge.recovery")
 
@@ -85,8 +85,6 @@ def _forget_chunk(task_id=None, task=None, **_):
 def recover_dead_chunks(settings: Settings) -> int:
     """Re-send every recorded chunk whose worker is gone; returns how many. Two workers starting
     at once cannot both take one: the file is claimed by an atomic rename first."""
-    from .submission import enqueue
-
     folder = running_dir(settings)
     if not settings.embedded_broker or not folder.is_dir():
         return 0
@@ -118,17 +116,3 @@ def _recover_at_start(**_):
         recover_dead_chunks(settings_of(app))
     except Exception:  # the sweeper tries again; a worker must start regardless
         log.exception("could not recover the chunks of dead workers")
-
-
-def waiting_messages(settings: Settings, queue: str | None = None) -> int:
-    """Messages waiting in the scoring queue (not counting those a worker holds)."""
-    from .app import configure
-
-    configure(settings)
-    with app.connection_for_read() as conn:
-        try:
-            return conn.default_channel.queue_declare(queue or settings.queue, passive=True).message_count
-        except Exception as exc:  # a queue nobody declared yet holds nothing
-            if "NOT_FOUND" in str(exc) or "404" in str(exc):
-                return 0
-            raise

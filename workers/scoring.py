@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
-from models.encoder import Encoder, EncoderSpec, load_encoder
+from models.encoder import Encoder, EncoderSpec
 from models.heads import THREE_CLASS, Head, load_head
 from models.pipeline import embed_keys, stack
 from models.zeroshot import ZeroShot, zero_shot_for
@@ -39,7 +39,9 @@ from store.review import rescore_page
 from models.classes import CLASSES
 from verge.settings import Settings
 
+from .app import enqueue
 from .routing import HUMAN_REASONS, RoutingPolicy, binary_class, route, route_three_class
+from .weights import load_encoder
 
 log = logging.getLogger("verge.scoring")
 
@@ -171,8 +173,6 @@ class Scorer:
         report.scored = recorded.written
         report.skipped += len(predictions) - recorded.written  # another delivery wrote them first
         if woken:
-            from .submission import enqueue
-
             enqueue(self.settings, woken)
         report.failed = len(errors)
         report.seconds = time.perf_counter() - started
@@ -210,10 +210,11 @@ class Scorer:
     def rescore_open_tasks(self) -> dict:
         """After a promotion or rollback: re-score the images of open review tasks with the active
         head from their stored embeddings (no CLIP forward pass). Tasks a better model is now
-        sure about leave the queue as ``resolved`` (by that version; a rollback reopens them).
+        sure about leave the review queue as ``resolved`` (by that version; a rollback reopens
+        them).
 
         Pages through the open tasks in id order, ``RESCORE_PAGE`` at a time, each page read,
-        predicted and written on its own, so memory stays bounded whatever the queue's length.
+        predicted and written on its own, so memory stays bounded however many tasks are open.
         Idempotent: images whose current prediction already comes from the active head are
         skipped. Each page's write holds the active-head guard and stops the re-score if the head
         changed meanwhile (whoever changed it asks for its own re-score)."""

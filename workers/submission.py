@@ -1,6 +1,7 @@
 """Getting images in: files or uploads -> blob storage -> image rows -> scoring tasks.
 
-One path for the CLI, the web upload and the JSON API. Bytes are stored content-addressed and
+One path for the CLI, the web upload and the JSON API (objects registered where they live:
+``workers.inplace``; sending the tasks: ``workers.app``). Bytes are stored content-addressed and
 registered in groups (one transaction each); resubmitting a file links the existing image to the
 new batch instead of scoring it again. The broker is checked before anything is written, so a
 submission to a broker that is down fails with one line and leaves no half-registered batch.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import logging
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
@@ -17,23 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from sqlalchemy import select, update
-
+from store.images import get_or_create_batch, register_images
 from store.blobs import open_blobs
 from store.db import session_scope
-from store.images import get_or_create_batch, register_images
-from store.schema import BatchImage, Image, utcnow
 from verge.settings import Settings
 
-from .app import SCORE_CHUNK, app, configure
-from .errors import BrokerUnavailable
+from .app import check_broker, enqueue
 
-log = logging.getLogger("verge.submission")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic",
                   ".heif", ".avif", ".jfif", ".ppm", ".pgm", ".pbm"}
 GROUP = 256  # files per registration transaction: bounded memory however large the submission
 STORE_THREADS = max(4, min(8, os.cpu_count() or 1))  # readers/hashers of submitted files (IO-bound)
-PUBLISH_RETRY = {"max_retries": 20, "interval_start": 0.5, "interval_step": 0.5, "interval_max": 3.0}
 
 
 @dataclass
@@ -165,38 +159,6 @@ def new_batch_name() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("batch-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
-def check_broker(settings: Settings, timeout: float = 5.0) -> None:
-    configure(settings)
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=timeout)
-    except Exception as exc:
-        where = settings.broker_url or f"filesystem:{settings.broker_dir}"
-        raise BrokerUnavailable(
-            f"cannot reach the broker at {where} (VERGE_BROKER_URL): {str(exc).splitlines()[0][:200]}"
-        ) from None
-
-
-def enqueue(settings: Settings, image_ids: Sequence[int], batch_id: int | None = None) -> int:
-    """Send scoring tasks of ``chunk_size`` images each and stamp the images' ``queued_at``."""
-    configure(settings)
-    ids = list(image_ids)
-    chunks = [ids[i:i + settings.chunk_size] for i in range(0, len(ids), settings.chunk_size)]
-    if not chunks:
-        return 0
-    with app.producer_or_acquire() as producer:
-        for chunk in chunks:
-            # a broker that blips (a Redis restart) is waited for, within reason; past that the
-            # images stay `queued` in the database and `verge requeue` / beat's sweeper resends them
-            # sent by name: importing workers.tasks would load torch into every submitter
-            app.send_task(SCORE_CHUNK, args=[chunk], kwargs={"batch_id": batch_id}, queue=settings.queue,
-                          producer=producer, retry=True, retry_policy=PUBLISH_RETRY)
-    with session_scope(settings.resolved_database_url) as s:
-        for chunk in chunks:
-            s.execute(update(Image).where(Image.id.in_(chunk)).values(queued_at=utcnow()))
-    return len(chunks)
-
-
 def submit_items(settings: Settings, items: Iterable[tuple[str, Callable[[], bytes]]], batch: str | None,
                  source: str = "cli", progress: Callable[[int], None] | None = None,
                  skipped: Sequence = ()) -> SubmitResult:
@@ -288,39 +250,3 @@ def _groups(items: Iterable, n: int) -> Iterator[list]:
             group = []
     if group:
         yield group
-
-
-REQUEUE_PAGE = 10_000  # image ids read and re-sent at a time: bounded memory at any backlog
-
-
-def requeue(settings: Settings, batch_id: int | None = None, older_than_s: float | None = None) -> int:
-    """Send scoring tasks again for images still ``queued`` (lost messages, a broker restart).
-    Safe at any time: scoring skips what is already scored."""
-    stmt = select(Image.id).where(Image.status == "queued")
-    if batch_id is not None:
-        stmt = stmt.join(BatchImage, BatchImage.image_id == Image.id).where(BatchImage.batch_id == batch_id)
-    if older_than_s is not None:
-        cutoff = utcnow() - dt.timedelta(seconds=older_than_s)
-        stmt = stmt.where((Image.queued_at.is_(None)) | (Image.queued_at < cutoff))
-    sent, last = 0, 0
-    while True:
-        with session_scope(settings.resolved_database_url) as s:
-            ids = list(s.scalars(stmt.where(Image.id > last).order_by(Image.id).limit(REQUEUE_PAGE)))
-        if not ids:
-            return sent
-        enqueue(settings, ids, batch_id)
-        sent, last = sent + len(ids), ids[-1]
-
-
-def requeue_stalled(settings: Settings) -> int:
-    """Beat's sweeper. ``queued_at`` is stamped when a task is sent and again when a worker
-    starts the image's chunk, so an image untouched for ``VERGE_REQUEUE_AFTER`` was never started
-    or was started long ago; it is re-sent only when no scoring message is waiting in the queue:
-    behind a backlog an image that nobody started is waiting its turn, not lost."""
-    from .recovery import waiting_messages
-
-    waiting = waiting_messages(settings)
-    if waiting:
-        log.info("sweeper: %d scoring messages are waiting; nothing is re-sent behind them", waiting)
-        return 0
-    return requeue(settings, older_than_s=settings.requeue_after)

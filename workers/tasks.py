@@ -13,7 +13,10 @@ from store.db import dispose_engines
 from store.s3 import ObjectStoreUnavailable
 
 from . import metrics, recovery, webhooks
-from .app import RESCORE_OPEN, SCORE_CHUNK, app, settings_of
+from .app import (
+    MAYBE_RETRAIN, REQUEUE_STALLED, RESCORE_OPEN, RETRAIN, SCORE_CHUNK, app, requeue_stalled as sweep,
+    settings_of,
+)
 from .scoring import scorer_for
 
 log = logging.getLogger("verge.tasks")
@@ -75,13 +78,11 @@ def score_chunk(self, image_ids: list[int], batch_id: int | None = None) -> dict
             "skipped": report.skipped}
 
 
-@app.task(name="verge.requeue_stalled")
+@app.task(name=REQUEUE_STALLED)
 def requeue_stalled() -> int:
-    from .submission import requeue_stalled as requeue
-
     settings = settings_of(app)
     recovery.recover_dead_chunks(settings)
-    return requeue(settings)
+    return sweep(settings)
 
 
 @worker_process_init.connect
@@ -108,7 +109,7 @@ def rescore_open() -> dict:
 # Acknowledged when a worker takes it, not when it ends: a retrain outlives a short Redis visibility
 # timeout, and a second worker must never be handed one that is still running. A retrain lost
 # with its worker is not redelivered; beat's next trigger runs it (its lock lease has expired).
-@app.task(name="verge.retrain", acks_late=False)
+@app.task(name=RETRAIN, acks_late=False)
 def retrain(trigger: str = "schedule") -> dict:
     from store.locks import LockBusy
 
@@ -131,7 +132,7 @@ def retrain(trigger: str = "schedule") -> dict:
     return outcome.as_dict()
 
 
-@app.task(name="verge.maybe_retrain", acks_late=False)
+@app.task(name=MAYBE_RETRAIN, acks_late=False)
 def maybe_retrain() -> dict | None:
     """Beat's label counter: retrain once enough new human labels arrived."""
     from .retrain import new_labels_since_last_model

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from models.encoder import EncoderSpec, load_encoder
+from models.encoder import EncoderSpec
 from models.heads import head_bytes
 from models.augment import embed_views
 from models.pipeline import embed_keys
@@ -30,6 +30,7 @@ from verge.settings import Settings
 
 from .errors import TrainingDataError
 from .submission import IMAGE_SUFFIXES
+from .weights import load_encoder
 
 CLASS_FOLDERS = {"fields": "field", "roads": "road"}
 

@@ -31,11 +31,10 @@ from store.images import batch_counts, find_batch
 from store.schema import BatchImage, Image, Label, User, WebhookDelivery, utcnow
 from verge.settings import Settings
 
-from .app import app, configure, settings_of
+from .app import DELIVER_WEBHOOK, app, configure, is_redis, settings_of
 
 log = logging.getLogger("verge.webhooks")
 
-DELIVER = "verge.deliver_webhook"
 EVENTS = ("batch.done", "model.promoted", "model.rolled_back", "label.conflict", "label.suspect")
 USER_AGENT = "verge-webhooks/1"
 
@@ -44,15 +43,23 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+MAX_BACKOFF = 1800.0  # a retry waits at most 30 min, whatever VERGE_WEBHOOK_BACKOFF doubles to
+
+
 def backoff(settings: Settings, retries: int) -> float:
     """Seconds before retry number ``retries + 1``: doubling from VERGE_WEBHOOK_BACKOFF with
-    jitter, capped below the broker's visibility timeout (a longer countdown would be redelivered)."""
-    cap = min(1800.0, settings.visibility_timeout / 2)
+    jitter, at most MAX_BACKOFF. A retry waits in the worker that holds its message,
+    unacknowledged; on Redis such a message is handed to another worker once
+    VERGE_VISIBILITY_TIMEOUT passes, so there the wait is also capped below half of it (a longer
+    countdown would be delivered twice). RabbitMQ and the embedded broker have no such timeout."""
+    cap = MAX_BACKOFF
+    if is_redis(settings.broker_url):
+        cap = min(cap, settings.visibility_timeout / 2)
     return min(cap, settings.webhook_backoff * 2 ** retries) * (0.75 + random.random() / 2)
 
 
 def emit(settings: Settings, event: str, data: dict, dedupe_key: str | None = None) -> list[str]:
-    """Record the event for each receiver and queue its delivery; returns the delivery ids
+    """Record the event for each receiver and hand its delivery to the broker; returns the delivery ids
     (none when no receiver is configured or this occurrence was already sent). Never raises:
     an unreachable database or broker is logged, and the caller's work stands."""
     if not settings.webhook_urls:
@@ -85,7 +92,7 @@ def _emit(settings: Settings, event: str, data: dict, dedupe_key: str | None) ->
         configure(settings)  # the web process and the CLI have not necessarily done so yet
     for pk, delivery_id in rows:
         try:
-            app.send_task(DELIVER, args=[pk], queue=settings.resolved_jobs_queue, retry=True,
+            app.send_task(DELIVER_WEBHOOK, args=[pk], queue=settings.resolved_jobs_queue, retry=True,
                           retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5})
         except Exception as exc:
             _record(settings, pk, state="pending", error=f"not queued: {str(exc).splitlines()[0][:200]}")
@@ -118,7 +125,7 @@ def attempt(settings: Settings, row: WebhookDelivery) -> tuple[int | None, str |
         return None, f"{type(reason).__name__}: {reason}"[:500]
 
 
-@app.task(name=DELIVER, bind=True, acks_late=True)
+@app.task(name=DELIVER_WEBHOOK, bind=True, acks_late=True)
 def deliver(self, pk: int) -> str:
     settings = settings_of(app)
     with session_scope(settings.resolved_database_url) as s:

@@ -163,4 +163,4 @@ def test_a_worker_metrics_port_in_use_is_one_clear_error(tmp_path, monkeypatch):
         port = busy.getsockname()[1]
         with pytest.raises(OSError, match=rf"cannot serve worker metrics on 127.0.0.1:{port} "
                                           rf"\(--metrics-port / VERGE_WORKER_METRICS_PORT\)"):
-            worker_metrics.serve(port, tmp_path / "samples", addr="127.0.0.1")
+            worker_metrics.start_metrics_server(port, tmp_path / "samples", addr="127.0.0.1")

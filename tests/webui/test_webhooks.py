@@ -8,6 +8,7 @@ import hmac
 import json
 import socket
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -178,6 +179,7 @@ def test_a_receiver_that_is_down_is_retried_with_backoff_then_listed_as_failed(
 def test_retries_back_off_exponentially_under_the_default_settings(settings):
     from workers.webhooks import backoff
 
+    settings = replace(settings, broker_url="redis://127.0.0.1:6379/0")  # where the timeout applies
     assert settings.webhook_max_retries == 8 and settings.webhook_backoff == 10
     waits = [backoff(settings, n) for n in range(settings.webhook_max_retries)]
     # a countdown longer than Redis's visibility timeout would be delivered twice: the waits
@@ -187,6 +189,25 @@ def test_retries_back_off_exponentially_under_the_default_settings(settings):
         nominal = min(cap, 10 * 2 ** n)
         assert 0.75 * nominal <= w <= 1.25 * nominal
     assert max(waits) <= cap * 1.25 < settings.visibility_timeout
+
+
+@pytest.mark.parametrize("broker_url", ["amqp://guest:guest@127.0.0.1:5672//", ""],
+                         ids=["rabbitmq", "embedded"])
+def test_retries_follow_the_documented_schedule_where_no_visibility_timeout_applies(settings, broker_url):
+    """RabbitMQ and the embedded broker never hand a message a worker holds to another one, so
+    Redis's visibility timeout must not cut the schedule short: eight retries doubling from 10 s
+    (VERGE_WEBHOOK_BACKOFF) wait ~42 min in all, not the ~3.5 min a 60 s timeout allows."""
+    from workers.webhooks import MAX_BACKOFF, backoff
+
+    settings = replace(settings, broker_url=broker_url)
+    waits = [backoff(settings, n) for n in range(settings.webhook_max_retries)]
+    for n, w in enumerate(waits):
+        nominal = min(MAX_BACKOFF, 10 * 2 ** n)
+        assert 0.75 * nominal <= w <= 1.25 * nominal
+    assert max(waits) >= 0.75 * 1280 > settings.visibility_timeout
+    assert sum(waits) >= 0.75 * 10 * (2 ** 8 - 1) > 30 * 60
+    slow = replace(settings, webhook_backoff=1000.0)  # still at most 30 min (with its jitter)
+    assert 0.75 * MAX_BACKOFF <= backoff(slow, 3) <= 1.25 * MAX_BACKOFF == 1.25 * 1800
 
 
 def test_webhook_urls_must_be_http(tiny_env):

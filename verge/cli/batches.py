@@ -150,7 +150,7 @@ def status(batch, as_json, n_failures, settings):
 def requeue(batch, settings):
     """Send scoring tasks again for images still queued (e.g. after a broker restart)."""
     from store.db import session_scope
-    from workers.submission import check_broker, requeue as do_requeue
+    from workers.app import check_broker, requeue as do_requeue
 
     check_broker(settings)
     found = None

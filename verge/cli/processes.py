@@ -23,8 +23,9 @@ from verge.clikit import UserError, friendly, load_settings, with_database
 @with_database
 def worker(concurrency, loglevel, name, metrics_port, queues, settings):
     """Run a Celery worker that scores chunks (CUDA when present, else CPU)."""
-    from models.encoder import EncoderSpec, verify_weights
+    from models.encoder import EncoderSpec
     from workers.app import app, configure
+    from workers.weights import verify_weights
 
     from models.jpeg_decoders import missing_library
 
@@ -43,10 +44,10 @@ def worker(concurrency, loglevel, name, metrics_port, queues, settings):
 
     port = settings.worker_metrics_port if metrics_port is None else metrics_port
     if port:  # before the pool forks: its processes write samples the exporter here sums
-        from workers.metrics import serve
+        from workers.metrics import start_metrics_server
 
         try:
-            serve(port, settings.data_dir / "metrics" / f"worker-{os.getpid()}")
+            start_metrics_server(port, settings.data_dir / "metrics" / f"worker-{os.getpid()}")
         except OSError as exc:
             raise UserError(str(exc)) from None
     node = name or f"verge-{os.getpid()}@{socket.gethostname()}"

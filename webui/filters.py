@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from store.review import split_reasons
 from store.schema import utcnow
 
 
@@ -45,7 +46,7 @@ def class_name(cls: str | None) -> str:
 def register(app) -> None:
     from .charts import meter, progress
 
-    for f in (when, ago, pct, prob, class_name):
+    for f in (when, ago, pct, prob, class_name, split_reasons):
         app.add_template_filter(f)
     app.add_template_global(meter)
     app.add_template_global(progress)

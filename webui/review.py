@@ -28,35 +28,38 @@ KEYS = [("1", "field", "Field"), ("2", "road", "Road"), ("3", "road_and_field", 
 # --------------------------------------------------------------------------- shared with the API
 def claim(user, exclude=(), api: bool = False) -> dict:
     cfg = settings()
-    with db() as s:
+    with db() as s:  # one transaction: the gold hook, else the queue's next task, and its details
         # hook: now and then a gold image instead, unannounced (store/gold.py)
         task_id = store_gold.claim(s, user.id, user.name, cfg.review_lease, cfg.gold_fraction,
                                    exclude)
-    with db() as s:
         if task_id is None:
             task_id = store_review.claim_next(s, user.id, user.name, cfg.review_lease, exclude,
                                               overlap=cfg.reviews_per_task > 1)
         details = store_review.task_details(s, task_id) if task_id is not None else None
-    return {"task": task_payload(details, api=api), "lease_s": settings().review_lease}
+    return {"task": task_payload(details, api=api), "lease_s": cfg.review_lease}
 
 
 def label(user, data: dict, source: str):
     task_id, cls, ms = label_fields(data)
-    with db() as s:
-        gold_owner = store_gold.gold_task_owner(s, task_id)
-    if gold_owner is not None:
-        return gold_label(user, gold_owner, task_id, cls, ms, source)
-    if settings().reviews_per_task > 1:
-        return overlap_label(user, task_id, cls, ms, source)
-    with db() as s:
-        try:
-            outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms,
-                                              admin=user.is_admin)
-        except store_review.TaskNotFound:
-            raise NotFound(f"no review task {task_id}") from None
-        except store_review.NotClaimed as exc:
-            return jsonify(error=str(exc)), 409
-        payload = label_payload(outcome.label, outcome)
+    try:
+        with db() as s:  # one transaction: what kind of task it is, and the label
+            gold_owner = store_gold.gold_task_owner(s, task_id)
+            if gold_owner is not None:
+                return gold_label(s, user, gold_owner, task_id, cls, ms, source)
+            if settings().reviews_per_task > 1:
+                return overlap_label(s, user, task_id, cls, ms, source)
+            try:
+                outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms,
+                                                  admin=user.is_admin)
+            except store_review.TaskNotFound:
+                raise NotFound(f"no review task {task_id}") from None
+            except store_review.NotClaimed as exc:
+                return jsonify(error=str(exc)), 409
+            payload = label_payload(outcome.label, outcome)
+    except store_overlap.TaskNotFound:
+        raise NotFound(f"no review task {task_id}") from None
+    except store_overlap.LabelRefused as exc:  # raised out of the transaction: nothing is kept
+        return jsonify(error=str(exc)), 409
     if outcome.created:
         from workers.webhooks import label_posted
 
@@ -67,36 +70,30 @@ def label(user, data: dict, source: str):
     return jsonify(label=payload), 201 if outcome.created else 200
 
 
-def gold_label(user, owner_id: int, task_id: int, cls: str, ms: int | None, source: str):
+def gold_label(s, user, owner_id: int, task_id: int, cls: str, ms: int | None, source: str):
     """A gold task takes one answer, from the reviewer it was handed to; the answer counts
     towards their accuracy on gold (store/gold.py). To anybody else it is a task they were
     never given, refused in the same words whatever the task."""
     if owner_id != user.id:
         return jsonify(error=f"task {task_id} was not handed to you"), 409
     cfg = settings()
-    with db() as s:
-        outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms)
-        payload = label_payload(outcome.label, outcome)
-        if outcome.created:
-            store_gold.record_answer(s, user.id, cfg.gold_min_accuracy, cfg.gold_min_items)
+    outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms)
+    payload = label_payload(outcome.label, outcome)
+    if outcome.created:
+        store_gold.record_answer(s, user.id, cfg.gold_min_accuracy, cfg.gold_min_items)
     if outcome.conflict:
         return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "
                              f"undo that label first", label=payload), 409
     return jsonify(label=payload), 201 if outcome.created else 200
 
 
-def overlap_label(user, task_id: int, cls: str, ms: int | None, source: str):
-    """Several reviewers per task: store/overlap.py's rules (blind, N distinct, conflicts)."""
-    try:
-        with db() as s:
-            outcome = store_overlap.post_label(s, task_id, user.id, user.name, cls, source,
-                                               settings().reviews_per_task, ms,
-                                               need_claim=not user.is_admin)
-            payload = label_payload(outcome.label, outcome)
-    except store_overlap.TaskNotFound:
-        raise NotFound(f"no review task {task_id}") from None
-    except store_overlap.LabelRefused as exc:
-        return jsonify(error=str(exc)), 409
+def overlap_label(s, user, task_id: int, cls: str, ms: int | None, source: str):
+    """Several reviewers per task: store/overlap.py's rules (blind, N distinct, conflicts).
+    TaskNotFound and LabelRefused propagate, so that the caller's transaction rolls back."""
+    outcome = store_overlap.post_label(s, task_id, user.id, user.name, cls, source,
+                                       settings().reviews_per_task, ms,
+                                       need_claim=not user.is_admin)
+    payload = label_payload(outcome.label, outcome)
     if outcome.conflict:
         return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "
                              f"undo that label first", label=payload), 409

@@ -10,7 +10,7 @@ from flask import Blueprint, jsonify, render_template
 from flask_login import current_user
 from werkzeug.exceptions import BadRequest, NotFound
 
-from store import corrections, leases
+from store import corrections, leases, pausepoints
 from store import queries as q
 from store import gold as store_gold
 from store import overlap as store_overlap
@@ -205,6 +205,7 @@ def api_release():
     ids = id_list(body(), "task_ids")
     if not ids:
         raise BadRequest("'task_ids' is required")
+    pausepoints.reach("review.release")  # a test holds a late release here (a reload's beacon)
     with db() as s:
         n = store_review.release(s, current_user.name, ids)
     return jsonify(released=n)

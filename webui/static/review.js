@@ -22,12 +22,6 @@
   // of it back: {kind: "label", label_id, cls} or {kind: "skip", task_id}.
   const STORE = `verge-review-actions:${cfg.user}`;
   const history = loadHistory();
-  // Tasks the page before this one (a reload in this tab) handed back with its pagehide beacon.
-  // The beacon may reach the server after this page's first claims: were one of them such a
-  // task (the reviewer's own live claim comes back first), the late release would free the task
-  // this page shows. So this page never claims them.
-  const RELEASED = `verge-review-released:${cfg.user}`;
-  const released = takeReleased();
   const times = [];
   let zoom = "fit";
 
@@ -35,13 +29,6 @@
     try {
       const saved = JSON.parse(sessionStorage.getItem(STORE) || "[]");
       return Array.isArray(saved) ? saved.slice(-200) : [];
-    } catch (e) { return []; }
-  }
-  function takeReleased() {
-    try {
-      const ids = JSON.parse(sessionStorage.getItem(RELEASED) || "[]");
-      sessionStorage.removeItem(RELEASED);
-      return Array.isArray(ids) ? ids.filter(Number.isInteger).slice(-4) : [];
     } catch (e) { return []; }
   }
   function saveHistory() {
@@ -68,7 +55,7 @@
   }
 
   async function claim(exclude) {
-    const { body } = await post(cfg.claimUrl, { exclude: (exclude || []).concat(released) });
+    const { body } = await post(cfg.claimUrl, { exclude: exclude || [] });
     setWaiting(body.waiting);
     return body.task;
   }
@@ -383,9 +370,7 @@
     const form = new FormData();
     form.append("csrf_token", csrf);
     form.append("task_ids", ids.join(","));
-    if (navigator.sendBeacon(cfg.releaseUrl, form)) {
-      try { sessionStorage.setItem(RELEASED, JSON.stringify(released.concat(ids).slice(-4))); } catch (e) { /* private mode */ }
-    }
+    navigator.sendBeacon(cfg.releaseUrl, form);
   });
 
   // ------------------------------------------------------------------ input

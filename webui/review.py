@@ -6,8 +6,12 @@ unless another reviewer holds a live claim on it (then it is an extra label).
 """
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 from flask import Blueprint, jsonify, render_template
 from flask_login import current_user
+from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, NotFound
 
 from store import corrections, leases, pausepoints
@@ -15,7 +19,7 @@ from store import queries as q
 from store import gold as store_gold
 from store import overlap as store_overlap
 from store import review as store_review
-from store.schema import CLASSES
+from store.schema import CLASSES, ReviewTask
 
 from . import guidelines
 from .context import db, settings
@@ -196,16 +200,47 @@ def api_renew():
     ids = id_list(body(), "task_ids")
     with db() as s:
         held = store_review.renew(s, current_user.name, ids, settings().review_lease)
+        ends = dict(s.execute(select(ReviewTask.id, ReviewTask.lease_expires_at)
+                              .where(ReviewTask.id.in_(held))).all()) if held else {}
         waiting = leases.waiting_count(s)
-    return jsonify(held=held, lease_s=settings().review_lease, waiting=waiting)
+    return jsonify(held=held, lease_s=settings().review_lease, waiting=waiting,
+                   leases={str(i): store_review.iso_utc(e) for i, e in ends.items()})
+
+
+def _lease_stamps(data: dict) -> dict[int, dt.datetime] | None:
+    """``leases``: {task id: the lease's end as the page last saw it} (a JSON object, or its
+    text in a form field); None when absent."""
+    raw = data.get("leases")
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise BadRequest("'leases' must be a JSON object of task id -> time") from None
+    if not isinstance(raw, dict) or len(raw) > 8:
+        raise BadRequest("'leases' must be a JSON object of at most 8 task id -> time")
+    out = {}
+    for key, value in raw.items():
+        try:
+            when = dt.datetime.fromisoformat(value)
+            out[int(key)] = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+        except (TypeError, ValueError):
+            raise BadRequest(f"'leases' has a bad entry for {key!r}: a task id and an ISO time") from None
+    return out
 
 
 @bp.post("/review/api/release")
 def api_release():
-    ids = id_list(body(), "task_ids")
+    """``task_ids``, and optionally ``leases`` (the review page's pagehide beacon sends them): a
+    release then ends only the leases the page last saw, never one a reloaded page took since."""
+    data = body()
+    ids = id_list(data, "task_ids")
     if not ids:
         raise BadRequest("'task_ids' is required")
+    stamps = _lease_stamps(data)
     pausepoints.reach("review.release")  # a test holds a late release here (a reload's beacon)
     with db() as s:
-        n = store_review.release(s, current_user.name, ids)
+        n = store_review.release(s, current_user.name, ids, stamps)
+    pausepoints.reach("review.released")
     return jsonify(released=n)

@@ -3,11 +3,9 @@ pagehide beacon, and that beacon may reach the server after the new page has cla
 here: the beacon is held until the new page shows its task, then let through. The new page's
 task must still be the reviewer's afterwards (the old release must not free it).
 
-A known race, not fixed yet (strict xfail: this fails the day it is fixed, so the mark goes).
-A reload brings the reviewer's own live claims back (tests/webui/test_review_team.py::
-test_u_takes_back_a_skip relies on it), so the page cannot simply avoid the tasks it released;
-the fix needs the release to name the lease it ends (a per-page lease id or the lease's expiry
-as the page last saw it) so that a release from the old page cannot end the new page's lease."""
+The page's beacon names the leases as it last saw them (``leases``); the reloaded page's
+claims renew them, so the late release ends none of the new page's leases. A release when the
+page is really left still hands both tasks back."""
 from __future__ import annotations
 
 import socket
@@ -62,8 +60,6 @@ def _shown(page) -> int | None:
     return int(text.split("#", 1)[1].split()[0]) if text.startswith("Task #") else None
 
 
-@pytest.mark.xfail(strict=True, reason="known race: a reload's late pagehide release frees the "
-                   "new page's claim (see the module docstring)")
 def test_the_old_pages_late_release_does_not_free_the_reloaded_pages_claim(live, browser, seed):
     seed.user("ann")
     tids = [seed.routed(0.9 - 0.1 * i)[1] for i in range(5)]
@@ -83,14 +79,15 @@ def test_the_old_pages_late_release_does_not_free_the_reloaded_pages_claim(live,
                  page, "the prefetched claim")
     assert old == {tids[0], tids[1]}
 
-    arrived, go = threading.Event(), threading.Event()
+    arrived, go, landed = threading.Event(), threading.Event(), threading.Event()
 
     def hold_first_release():
         if not arrived.is_set():
             arrived.set()
             assert go.wait(30), "the test never let the release through"
 
-    with pausepoints.pausing("review.release", hold_first_release):
+    with pausepoints.pausing("review.release", hold_first_release), \
+            pausepoints.pausing("review.released", landed.set):
         page.reload()
         _until(lambda: arrived.is_set(), page, "the old page's release beacon")
         _until(lambda: _shown(page), page, "a task on the reloaded page")
@@ -102,13 +99,16 @@ def test_the_old_pages_late_release_does_not_free_the_reloaded_pages_claim(live,
         _until(prefetched, page, "the reloaded page's two claims")
         # the new page shows its task and holds its claims; now the old page's release lands
         go.set()
-        shown = _shown(page)
-    _until(lambda: not (old - {shown}) & _claimed_by(seed.url, "ann"), page,
-           "the old page's release to land")
+        _until(lambda: landed.is_set(), page, "the old page's release to land")
+    shown = _shown(page)
     mine = _claimed_by(seed.url, "ann")
     assert shown in mine, (f"task {shown} is on the reloaded page but no longer claimed "
                            f"(ann holds {sorted(mine)})")
-    with session_scope(seed.url) as s:  # and the old page's claims did go back to the queue
+    assert mine == old  # the reload took the same two back (own claims first), and keeps both
+
+    page.goto(f"{live}/browse")  # really leaving: this page's beacon hands both back
+    _until(lambda: not _claimed_by(seed.url, "ann"), page, "the release on leaving")
+    with session_scope(seed.url) as s:
         states = dict(s.execute(select(ReviewTask.id, ReviewTask.state)
                                 .where(ReviewTask.id.in_(old))).all())
     assert states == {t: "open" for t in old}

@@ -30,6 +30,43 @@ import numpy as np
 from workers.routing import RoutingPolicy, route
 
 CARELESS_ERROR = 0.15
+POLICY = RoutingPolicy(band=(0.4, 0.6), audit_fraction=0.0)
+
+
+def item_shas(n: int) -> list[str]:
+    return [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
+
+
+def route_next(head, X, zs, shas, pool, step: int, rng) -> np.ndarray:
+    """The next ``step`` items of ``pool`` verge sends to review (bench/loop.py and the team
+    alike): workers/routing.py's decision on the current head's score and the second judge's,
+    routed first (near the threshold, judges disagreeing), most uncertain first within them;
+    at random while there is no head yet."""
+    if head is None:
+        return rng.choice(pool, min(step, len(pool)), replace=False)
+    p = head.predict(X[pool])[:, 1]
+    decisions = [route(float(p[j]), float(zs[i]), shas[i], POLICY) for j, i in enumerate(pool)]
+    order = sorted(range(len(pool)), key=lambda j: (not decisions[j].routed, -decisions[j].priority))
+    return pool[order[:step]]
+
+
+def coverage_seeds(X, n: int, rng, iters: int = 10) -> list[int]:
+    """Cold start before any head exists: ``n`` items that cover the embedding space (k-means
+    on the stored embeddings, the item nearest each centre), so that the first reviews and their
+    neighbour panels reach every region. Uses the embeddings only, never a label."""
+    centres = X[rng.choice(len(X), n, replace=False)].copy()
+    for _ in range(iters):
+        near = (X @ centres.T).argmax(1)  # unit vectors: the largest dot product is the nearest
+        for c in range(n):
+            members = X[near == c]
+            if len(members):
+                m = members.mean(0)
+                centres[c] = m / (np.linalg.norm(m) or 1.0)
+    picks: list[int] = []
+    for c in range(n):
+        order = np.argsort(-(X @ centres[c]))
+        picks.append(int(next(i for i in order if int(i) not in picks)))
+    return picks
 
 
 @dataclass
@@ -58,6 +95,14 @@ class Team:
     actions: int = 0
     keys: int = 0
     turn: int = 0
+    # (actions so far, what training would use then) after each action that changed it, since
+    # the last retrain: the action that first reaches the target is found among these
+    checkpoints: list = field(default_factory=list)
+
+    def checkpoint(self) -> None:
+        train = self.training()
+        if not self.checkpoints or self.checkpoints[-1][1] != train:
+            self.checkpoints.append((self.actions, train))
 
     # --- a reviewer's decision: 0 and 1 careful, 2 careless
     def decide(self, reviewer: int, item: int) -> int:
@@ -112,6 +157,7 @@ class Team:
             cls = 1 - truth if wrong_batch else truth
             self.actions += 1
             self.review(item, r, cls)
+            self.checkpoint()
             if self.cfg.bulk:
                 self.bulk(item, r, cls, truth, index, X, routed)
 
@@ -129,6 +175,7 @@ class Team:
                 self.review(i, r, cls)
             else:
                 self.labels[i][r] = cls
+        self.checkpoint()
 
     def training(self) -> dict[int, int]:
         """What retraining would use: final labels; plain labels by majority; gold classes;
@@ -164,10 +211,29 @@ class Team:
         return wrong, used
 
 
+def first_reaching(checkpoints, evaluate, target, lo_acc=None):
+    """The checkpoint (actions, accuracy, trained) at which the training set first reaches
+    ``target``, by bisection over ``checkpoints`` (the last one is known to reach it; accuracy is
+    taken as rising with labels within one round). ``evaluate(train) -> accuracy``."""
+    lo, hi = 0, len(checkpoints) - 1  # checkpoints[hi] reaches the target, checkpoints[0] not
+    accs = {}
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        accs[mid] = evaluate(checkpoints[mid][1])
+        if accs[mid] >= target:
+            hi = mid
+        else:
+            lo = mid
+    actions, train = checkpoints[hi]
+    return actions, accs.get(hi), len(train)
+
+
 def simulate_team(cfg: Config, X, y, zs, test_X, test_y, seed_n, step, budget_actions, seed,
-                  target, accuracy):
+                  target, accuracy, coverage: bool = True):
     """Rounds as bench/loop.py's: retrain on what training would use, route the next ``step``
-    tasks, let the team work them. Returns (curve of (actions, accuracy), team)."""
+    tasks, let the team work them. The count is the action after which the training set first
+    reaches the target (not the end of that round): the round whose retrain first reaches it is
+    searched action by action. Returns (curve of (actions, accuracy, trained), team)."""
     from store.neighbours import NeighbourIndex
 
     rng = np.random.default_rng(seed)
@@ -178,32 +244,38 @@ def simulate_team(cfg: Config, X, y, zs, test_X, test_y, seed_n, step, budget_ac
     if cfg.gold:
         team.gold_items = set(int(i) for i in rng.choice(n, 50, replace=False))
     routed: set = set()
-    policy = RoutingPolicy(band=(0.4, 0.6), audit_fraction=0.0)
-    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)]
-    first = [int(i) for i in rng.choice(n, seed_n, replace=False)]
+    shas = item_shas(n)
+
+    def evaluate(train):
+        idx = np.array(sorted(train), dtype=int)
+        ytrain = y.copy()
+        ytrain[idx] = [train[i] for i in idx]
+        return accuracy(X, ytrain, idx, test_X, test_y)
+
+    first = coverage_seeds(X, seed_n, rng) if coverage else \
+        [int(i) for i in rng.choice(n, seed_n, replace=False)]
+    first = [i for i in first if i not in team.gold_items]
     routed.update(first)
+    team.checkpoint()
     for i in first:
         team.work_task(i, index, X, routed)
     curve = []
     while True:
         train = team.training()
-        idx = np.array(sorted(train), dtype=int)
-        ytrain = y.copy()
-        ytrain[idx] = [train[i] for i in idx]
-        acc, head = accuracy(X, ytrain, idx, test_X, test_y)
-        curve.append((team.actions, acc, len(train)))
-        if acc >= target or team.actions >= budget_actions:
+        acc, head = evaluate(train)
+        if acc >= target:
+            actions, acc_at, trained = first_reaching(team.checkpoints, lambda t: evaluate(t)[0],
+                                                      target)
+            curve.append((actions, acc if acc_at is None else acc_at, trained))
             return curve, team
+        curve.append((team.actions, acc, len(train)))
+        if team.actions >= budget_actions:
+            return curve, team
+        team.checkpoints = team.checkpoints[-1:]  # below the target so far
         pool = np.array([i for i in range(n) if i not in routed and i not in train])
         if len(pool) == 0:
             return curve, team
-        if head is None:
-            pick = rng.choice(pool, min(step, len(pool)), replace=False)
-        else:
-            p = head.predict(X[pool])[:, 1]
-            decisions = [route(float(p[j]), float(zs[i]), shas[i], policy) for j, i in enumerate(pool)]
-            order = sorted(range(len(pool)), key=lambda j: (not decisions[j].routed, -decisions[j].priority))
-            pick = pool[order[:step]]
+        pick = route_next(head, X, zs, shas, pool, step, rng)
         routed.update(int(i) for i in pick)
         for i in pick:
             team.work_task(int(i), index, X, routed)

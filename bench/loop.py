@@ -21,7 +21,6 @@ wrong labels reach training with gold and overlap on and off.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -31,8 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
+from _team import item_shas, route_next  # noqa: E402  (the routing loop the team shares)
 from models.training import Recipe, train_binary  # noqa: E402
-from workers.routing import RoutingPolicy, route  # noqa: E402
 
 FAST = Recipe(lr=3e-3, batch_size=32, epochs=15, seed=0)
 
@@ -84,8 +83,7 @@ def accuracy(X, y, train_idx, test_X, test_y):
 def simulate(strategy: str, X, y, zs, test_X, test_y, seed_n: int, step: int, budget: int, seed: int):
     rng = np.random.default_rng(seed)
     labeled = list(rng.choice(len(y), seed_n, replace=False))
-    policy = RoutingPolicy(band=(0.4, 0.6), audit_fraction=0.0)
-    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(len(y))]
+    shas = item_shas(len(y))
     curve = []
     while True:
         acc, head = accuracy(X, y, np.array(labeled), test_X, test_y)
@@ -93,14 +91,7 @@ def simulate(strategy: str, X, y, zs, test_X, test_y, seed_n: int, step: int, bu
         if len(labeled) >= budget:
             return curve
         pool = np.setdiff1d(np.arange(len(y)), labeled)
-        if strategy == "random" or head is None:
-            pick = rng.choice(pool, min(step, len(pool)), replace=False)
-        else:
-            p = head.predict(X[pool])[:, 1]
-            decisions = [route(float(p[j]), float(zs[i]), shas[i], policy) for j, i in enumerate(pool)]
-            # routed first (near threshold, disagreement), most uncertain first within them
-            order = sorted(range(len(pool)), key=lambda j: (not decisions[j].routed, -decisions[j].priority))
-            pick = pool[order[:step]]
+        pick = route_next(None if strategy == "random" else head, X, zs, shas, pool, step, rng)
         labeled.extend(int(i) for i in pick)
 
 
@@ -175,7 +166,9 @@ def team_main(args, X, y, zs, test_X, test_y, step, seed_n, target, t0) -> None:
         ("no overlap, no gold, bulk", Config(overlap=1, gold=False, bulk=True)),
         ("no overlap, no gold, no bulk", Config(overlap=1, gold=False, bulk=False)),
     ]
-    print(f"team: 3 reviewers, one wrong on 15 %; full supervision = {full_actions} actions")
+    print(f"team: 3 reviewers, one wrong on 15 %; full supervision = {full_actions} actions; "
+          f"first {seed_n} tasks by k-means coverage of the embeddings; counted at the action "
+          f"after which the training set first reaches the target")
     print(f"{'setting':<30}{'actions':>9}{'/full':>8}{'sel keys':>9}{'trained':>9}{'acc':>7}"
           f"{'careless wrong':>16}{'in training':>13}{'kept out':>10}")
     for name, cfg in settings:

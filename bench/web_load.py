@@ -32,12 +32,13 @@ import _common as C  # noqa: E402
 
 LOCUSTFILE = '''
 import json, os, random
-from locust import HttpUser, task, between
+from locust import task, between
+from locust.contrib.fasthttp import FastHttpUser
 
 TOKENS = json.load(open(os.environ["VERGE_LOAD_TOKENS"]))
 _next = iter(range(10 ** 9))
 
-class Reviewer(HttpUser):
+class Reviewer(FastHttpUser):  # geventhttpclient: far less of the shared CPU than requests
     wait_time = between(float(os.environ["VERGE_LOAD_THINK_MIN"]), float(os.environ["VERGE_LOAD_THINK_MAX"]))
 
     def on_start(self):
@@ -68,10 +69,45 @@ def parse_args(argv=None):
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--time", default="2m", help="locust run time (e.g. 2m, 30s)")
     p.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    p.add_argument("--threads", type=int, default=8,
+                   help="threads per gunicorn worker (gthread, as docker-compose and webui/README "
+                        "run it); 1: gunicorn's sync workers")
+    p.add_argument("--spawn-rate", type=float, default=10,
+                   help="reviewers starting per second (locust -r); 50 at 10/s start within 5 s")
     p.add_argument("--reviews-per-task", type=int, default=1)
     p.add_argument("--think", default="0.5,1.5",
                    help="seconds a simulated reviewer looks at an image: min,max")
     return p.parse_args(argv)
+
+
+def locust_command() -> list[str] | None:
+    """How to start locust: ``$VERGE_LOCUST`` (a locust executable, e.g. from a venv of its own:
+    locust pins its own Flask), else this interpreter's module, else ``locust`` on PATH."""
+    import importlib.util
+    import shutil
+
+    if os.environ.get("VERGE_LOCUST"):
+        return [os.environ["VERGE_LOCUST"]]
+    if importlib.util.find_spec("locust") is not None:
+        return [sys.executable, "-m", "locust"]
+    found = shutil.which("locust")
+    return [found] if found else None
+
+
+def server_times(log: Path) -> dict[str, list[float]]:
+    """Milliseconds each claim and label spent inside gunicorn (its access log's %(D)s): what the
+    app and the database took, without the wait for a free worker thread and the client's side."""
+    out: dict[str, list[float]] = {"claim": [], "label": []}
+    if not log.exists():
+        return out
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if len(parts) != 3 or not parts[2].isdigit():
+            continue
+        name = {"/api/v1/tasks/next": "claim", "/api/v1/labels": "label"}.get(parts[0])
+        if name:
+            out[name].append(int(parts[2]) / 1000)
+    return {k: v for k, v in out.items() if v}
 
 
 def free_port() -> int:
@@ -100,6 +136,11 @@ def baseline(url: str, uid: int, name: str, n: int = 200) -> list[float]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     C.install_sigterm()
+    locust = locust_command()
+    if locust is None:
+        print("verge: error: locust is not installed (pip install 'verge[bench]', or set "
+              "VERGE_LOCUST to a locust executable)", file=sys.stderr)
+        return 2
     import importlib.util
 
     import migrations
@@ -118,8 +159,9 @@ def main(argv=None) -> int:
 
     print(f"# machine: {C.machine()}")
     print(f"# load: {C.load()}")
-    print(f"# {args.users} reviewers, gunicorn -w {args.workers}, N = {args.reviews_per_task}, "
-          f"think {args.think} s, {args.time}")
+    kind = f"-k gthread --threads {args.threads} " if args.threads > 1 else ""
+    print(f"# {args.users} reviewers, gunicorn {kind}-w {args.workers}, N = {args.reviews_per_task}, "
+          f"think {args.think} s, {args.time}, {args.spawn_rate:g} starting per second")
     url = C.throwaway_database("webload")
     migrations.upgrade(url)
     print(f"# loading {args.rows} images")
@@ -148,8 +190,12 @@ def main(argv=None) -> int:
     env = {**os.environ, "VERGE_DATABASE_URL": url, "VERGE_DATA_DIR": str(tmp / "var"),
            "VERGE_REVIEWS_PER_TASK": str(args.reviews_per_task), "VERGE_GOLD_FRACTION": "0",
            "VERGE_SECRET_KEY": "bench", "PYTHONPATH": str(C.REPO)}
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(args.workers), "-b",
-                            f"127.0.0.1:{port}", "--log-level", "warning", "webui:create_app()"],
+    threads = ["-k", "gthread", "--threads", str(args.threads)] if args.threads > 1 else []
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", *threads, "-w", str(args.workers),
+                            "-b", f"127.0.0.1:{port}", "--log-level", "warning",
+                            "--access-logfile", str(tmp / "access.log"),
+                            "--access-logformat", "%(U)s %(s)s %(D)s",
+                            "webui:create_app()"],
                            env=env, cwd=C.REPO, start_new_session=True)
     C.on_exit(lambda: (web.terminate(), web.wait(timeout=30)))
     C.wait_until(lambda: C.port_open("127.0.0.1", port), 60, "gunicorn to listen")
@@ -157,17 +203,25 @@ def main(argv=None) -> int:
     lenv = {**env, "VERGE_LOAD_TOKENS": str(tmp / "tokens.json"), "VERGE_LOAD_THINK_MIN": lo,
             "VERGE_LOAD_THINK_MAX": hi}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "locust", "-f", str(tmp / "locustfile.py"),
-                           "--headless", "-u", str(args.users), "-r", str(args.users),
+    proc = subprocess.run([*locust, "-f", str(tmp / "locustfile.py"),
+                           "--headless", "-u", str(args.users), "-r", str(args.spawn_rate),
                            "-t", args.time, "--host", f"http://127.0.0.1:{port}",
                            "--csv", str(tmp / "stats"), "--only-summary"],
                           env=lenv, capture_output=True, text=True)
     print(f"# locust ran {time.perf_counter() - t0:.0f} s, exit {proc.returncode}")
+    if not (tmp / "stats_stats.csv").exists():
+        print(f"verge: error: locust wrote no statistics: {proc.stderr.strip()[-300:]}",
+              file=sys.stderr)
+        return 1
     rows = list(csv.DictReader(open(tmp / "stats_stats.csv")))
     print(f"{'request':<12}{'count':>8}{'errors':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'req/s':>8}")
     for r in rows:
         print(f"{r['Name']:<12}{r['Request Count']:>8}{r['Failure Count']:>8}{r['50%']:>8}"
               f"{r['95%']:>8}{r['99%']:>8}{float(r['Requests/s']):>8.1f}")
+    served = server_times(tmp / "access.log")
+    for name, ms in served.items():
+        print(f"# inside gunicorn (request read to response written), {name}: {len(ms)} requests, "
+              f"p50 {C.pct(ms, 50):.0f} ms, p95 {C.pct(ms, 95):.0f} ms")
     fails = (tmp / "stats_failures.csv")
     if fails.exists():
         for r in list(csv.DictReader(open(fails)))[:5]:

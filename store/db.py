@@ -34,7 +34,10 @@ def get_engine(url: str) -> Engine:
                 engine = create_engine(url, connect_args={"timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
-                engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+                # pool_size covers a web worker's threads (gunicorn -k gthread --threads 8, as
+                # deployed): with fewer, busy moments open and close overflow connections, a new
+                # Postgres backend each time; the pool only grows as far as it is used
+                engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=5)
             _engines[url] = engine
         return _engines[url]
 

@@ -170,16 +170,30 @@ def renew(session: Session, owner: str, task_ids: Sequence[int], lease_s: float)
         .returning(RT.c.id)))
 
 
-def release(session: Session, owner: str, task_ids: Sequence[int]) -> int:
-    """Give the reviewer's claims back to the queue (leaving the page, skipping)."""
-    if not task_ids:
+def release(session: Session, owner: str, task_ids: Sequence[int],
+            leases: dict[int, dt.datetime] | None = None) -> int:
+    """Give the reviewer's claims back to the queue (leaving the page, skipping).
+
+    ``leases`` (task id -> the lease's end as the caller last saw it) ends only those leases:
+    a task claimed or renewed since (a reloaded page re-claimed it) keeps its later lease."""
+    ids = [int(i) for i in task_ids][:MAX_EXCLUDE]
+    if not ids:
         return 0
-    return session.execute(
-        update(RT)
-        .where(RT.c.id.in_([int(i) for i in task_ids][:MAX_EXCLUDE]),
-               RT.c.state == "claimed", RT.c.lease_owner == owner)
-        .values(state="open", lease_owner=None, lease_expires_at=None, updated_at=utcnow())
-    ).rowcount
+    free = dict(state="open", lease_owner=None, lease_expires_at=None, updated_at=utcnow())
+    mine = (RT.c.state == "claimed") & (RT.c.lease_owner == owner)
+    if not leases:
+        return session.execute(update(RT).where(RT.c.id.in_(ids), mine).values(**free)).rowcount
+    done = 0
+    for tid in ids:
+        cond = [RT.c.id == tid, mine]
+        seen = leases.get(tid)
+        if seen is not None:
+            seen = seen.astimezone(dt.timezone.utc)
+            if session.get_bind().dialect.name == "sqlite":  # stored naive, in UTC
+                seen = seen.replace(tzinfo=None)
+            cond.append(RT.c.lease_expires_at <= seen)
+        done += session.execute(update(RT).where(*cond).values(**free)).rowcount
+    return done
 
 
 def skip(session: Session, task_id: int, user_id: int, owner: str) -> bool:

@@ -17,8 +17,8 @@ from flask_wtf.csrf import CSRFProtect
 from verge.settings import Settings
 
 from . import (
-    adjudicate, admin, api, auth, batches, browse, dashboard, dataset_export, errors, filters,
-    gold, guidelines, health, images, metrics, parsing, queue, review, similar, webhooks,
+    adjudicate, admin, api, auth, batches, browse, context, dashboard, dataset_export, errors,
+    filters, gold, guidelines, health, images, metrics, parsing, queue, review, similar, webhooks,
 )
 from .security import load_secret_key, secure_headers
 from .spool import SpoolingRequest
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, **overrides) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
 
+    context.init_app(app)  # one pooled connection per request (webui/context.py)
     auth.init_app(app)   # first: anonymous requests are turned away before anything else runs
     app.before_request(lambda: parsing.check_request(request))
     csrf.init_app(app)

@@ -5,11 +5,11 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
-from flask import current_app, request
+from flask import current_app, g, has_app_context, request
 from sqlalchemy.orm import Session
 
 from store.blobs import open_blobs
-from store.db import session_scope
+from store.db import get_engine, session_scope
 from verge.settings import Settings
 
 
@@ -19,8 +19,43 @@ def settings() -> Settings:
 
 @contextlib.contextmanager
 def db() -> Iterator[Session]:
-    with session_scope(settings().resolved_database_url) as session:
+    """A session whose work commits as one transaction (store.db.session_scope's rules).
+
+    On Postgres the transactions of one request share one pooled connection, checked out at the
+    first ``db()`` and handed back when the request ends: a request that checks its API token,
+    claims and reads the task runs three transactions, and each checkout costs a round trip
+    (the pool's liveness ping) before any of them. A ``db()`` opened inside another takes a
+    connection of its own, so each still commits on its own, exactly as before."""
+    url = settings().resolved_database_url
+    if url.startswith("sqlite") or not has_app_context() or g.get("_verge_db_busy"):
+        with session_scope(url) as session:
+            yield session
+        return
+    conn = g.get("_verge_db_conn")
+    if conn is None or conn.closed:
+        conn = g._verge_db_conn = get_engine(url).connect()
+    session = Session(bind=conn, expire_on_commit=False)
+    g._verge_db_busy = True
+    try:
         yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+        g._verge_db_busy = False
+
+
+def release_connection(_exc=None) -> None:
+    """End of the request: the connection ``db()`` held goes back to the pool."""
+    conn = g.pop("_verge_db_conn", None)
+    if conn is not None:
+        conn.close()
+
+
+def init_app(app) -> None:
+    app.teardown_appcontext(release_connection)
 
 
 def blobs():

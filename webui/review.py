@@ -6,16 +6,21 @@ unless another reviewer holds a live claim on it (then it is an extra label).
 """
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 from flask import Blueprint, jsonify, render_template
 from flask_login import current_user
+from sqlalchemy import select
 from werkzeug.exceptions import BadRequest, NotFound
 
 from models.classes import CLASSES
-from store import corrections, leases
+from store import corrections, leases, pausepoints
 from store import gold as store_gold
 from store import overlap as store_overlap
 from store import review as store_review
 from store.model_versions import active_model
+from store.schema import ReviewTask
 
 from . import guidelines
 from .context import db, settings
@@ -28,35 +33,38 @@ KEYS = [("1", "field", "Field"), ("2", "road", "Road"), ("3", "road_and_field", 
 # --------------------------------------------------------------------------- shared with the API
 def claim(user, exclude=(), api: bool = False) -> dict:
     cfg = settings()
-    with db() as s:
+    with db() as s:  # one transaction: the gold hook, else the queue's next task, and its details
         # hook: now and then a gold image instead, unannounced (store/gold.py)
         task_id = store_gold.claim(s, user.id, user.name, cfg.review_lease, cfg.gold_fraction,
                                    exclude)
-    with db() as s:
         if task_id is None:
             task_id = store_review.claim_next(s, user.id, user.name, cfg.review_lease, exclude,
                                               overlap=cfg.reviews_per_task > 1)
         details = store_review.task_details(s, task_id) if task_id is not None else None
-    return {"task": task_payload(details, api=api), "lease_s": settings().review_lease}
+    return {"task": task_payload(details, api=api), "lease_s": cfg.review_lease}
 
 
 def label(user, data: dict, source: str):
     task_id, cls, ms = label_fields(data)
-    with db() as s:
-        gold_owner = store_gold.gold_task_owner(s, task_id)
-    if gold_owner is not None:
-        return gold_label(user, gold_owner, task_id, cls, ms, source)
-    if settings().reviews_per_task > 1:
-        return overlap_label(user, task_id, cls, ms, source)
-    with db() as s:
-        try:
-            outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms,
-                                              admin=user.is_admin)
-        except store_review.TaskNotFound:
-            raise NotFound(f"no review task {task_id}") from None
-        except store_review.NotClaimed as exc:
-            return jsonify(error=str(exc)), 409
-        payload = label_payload(outcome.label, outcome)
+    try:
+        with db() as s:  # one transaction: what kind of task it is, and the label
+            gold_owner = store_gold.gold_task_owner(s, task_id)
+            if gold_owner is not None:
+                return gold_label(s, user, gold_owner, task_id, cls, ms, source)
+            if settings().reviews_per_task > 1:
+                return overlap_label(s, user, task_id, cls, ms, source)
+            try:
+                outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms,
+                                                  admin=user.is_admin)
+            except store_review.TaskNotFound:
+                raise NotFound(f"no review task {task_id}") from None
+            except store_review.NotClaimed as exc:
+                return jsonify(error=str(exc)), 409
+            payload = label_payload(outcome.label, outcome)
+    except store_overlap.TaskNotFound:
+        raise NotFound(f"no review task {task_id}") from None
+    except store_overlap.LabelRefused as exc:  # raised out of the transaction: nothing is kept
+        return jsonify(error=str(exc)), 409
     if outcome.created:
         from workers.webhooks import label_posted
 
@@ -67,36 +75,30 @@ def label(user, data: dict, source: str):
     return jsonify(label=payload), 201 if outcome.created else 200
 
 
-def gold_label(user, owner_id: int, task_id: int, cls: str, ms: int | None, source: str):
+def gold_label(s, user, owner_id: int, task_id: int, cls: str, ms: int | None, source: str):
     """A gold task takes one answer, from the reviewer it was handed to; the answer counts
     towards their accuracy on gold (store/gold.py). To anybody else it is a task they were
     never given, refused in the same words whatever the task."""
     if owner_id != user.id:
         return jsonify(error=f"task {task_id} was not handed to you"), 409
     cfg = settings()
-    with db() as s:
-        outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms)
-        payload = label_payload(outcome.label, outcome)
-        if outcome.created:
-            store_gold.record_answer(s, user.id, cfg.gold_min_accuracy, cfg.gold_min_items)
+    outcome = store_review.post_label(s, task_id, user.id, user.name, cls, source, ms)
+    payload = label_payload(outcome.label, outcome)
+    if outcome.created:
+        store_gold.record_answer(s, user.id, cfg.gold_min_accuracy, cfg.gold_min_items)
     if outcome.conflict:
         return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "
                              f"undo that label first", label=payload), 409
     return jsonify(label=payload), 201 if outcome.created else 200
 
 
-def overlap_label(user, task_id: int, cls: str, ms: int | None, source: str):
-    """Several reviewers per task: store/overlap.py's rules (blind, N distinct, conflicts)."""
-    try:
-        with db() as s:
-            outcome = store_overlap.post_label(s, task_id, user.id, user.name, cls, source,
-                                               settings().reviews_per_task, ms,
-                                               need_claim=not user.is_admin)
-            payload = label_payload(outcome.label, outcome)
-    except store_overlap.TaskNotFound:
-        raise NotFound(f"no review task {task_id}") from None
-    except store_overlap.LabelRefused as exc:
-        return jsonify(error=str(exc)), 409
+def overlap_label(s, user, task_id: int, cls: str, ms: int | None, source: str):
+    """Several reviewers per task: store/overlap.py's rules (blind, N distinct, conflicts).
+    TaskNotFound and LabelRefused propagate, so that the caller's transaction rolls back."""
+    outcome = store_overlap.post_label(s, task_id, user.id, user.name, cls, source,
+                                       settings().reviews_per_task, ms,
+                                       need_claim=not user.is_admin)
+    payload = label_payload(outcome.label, outcome)
     if outcome.conflict:
         return jsonify(error=f"you already labeled task {task_id} as {payload['class']}; "
                              f"undo that label first", label=payload), 409
@@ -199,15 +201,47 @@ def api_renew():
     ids = id_list(body(), "task_ids")
     with db() as s:
         held = store_review.renew(s, current_user.name, ids, settings().review_lease)
+        ends = dict(s.execute(select(ReviewTask.id, ReviewTask.lease_expires_at)
+                              .where(ReviewTask.id.in_(held))).all()) if held else {}
         waiting = leases.waiting_count(s)
-    return jsonify(held=held, lease_s=settings().review_lease, waiting=waiting)
+    return jsonify(held=held, lease_s=settings().review_lease, waiting=waiting,
+                   leases={str(i): store_review.iso_utc(e) for i, e in ends.items()})
+
+
+def _lease_stamps(data: dict) -> dict[int, dt.datetime] | None:
+    """``leases``: {task id: the lease's end as the page last saw it} (a JSON object, or its
+    text in a form field); None when absent."""
+    raw = data.get("leases")
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise BadRequest("'leases' must be a JSON object of task id -> time") from None
+    if not isinstance(raw, dict) or len(raw) > 8:
+        raise BadRequest("'leases' must be a JSON object of at most 8 task id -> time")
+    out = {}
+    for key, value in raw.items():
+        try:
+            when = dt.datetime.fromisoformat(value)
+            out[int(key)] = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+        except (TypeError, ValueError):
+            raise BadRequest(f"'leases' has a bad entry for {key!r}: a task id and an ISO time") from None
+    return out
 
 
 @bp.post("/review/api/release")
 def api_release():
-    ids = id_list(body(), "task_ids")
+    """``task_ids``, and optionally ``leases`` (the review page's pagehide beacon sends them): a
+    release then ends only the leases the page last saw, never one a reloaded page took since."""
+    data = body()
+    ids = id_list(data, "task_ids")
     if not ids:
         raise BadRequest("'task_ids' is required")
+    stamps = _lease_stamps(data)
+    pausepoints.reach("review.release")  # a test holds a late release here (a reload's beacon)
     with db() as s:
-        n = store_review.release(s, current_user.name, ids)
+        n = store_review.release(s, current_user.name, ids, stamps)
+    pausepoints.reach("review.released")
     return jsonify(released=n)

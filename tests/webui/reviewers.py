@@ -4,6 +4,7 @@ works the queue through the web app's own endpoints until it is empty."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 from store.db import session_scope
@@ -52,16 +53,21 @@ def side_by_side(sides: list[Callable[[], None]]) -> None:
     assert not errors, errors
 
 
-def web_reviewer(browser, label: dict, closed: bool = False,
-                 shown: list[int] | None = None) -> Callable[[], None]:
+def web_reviewer(browser, label: dict, closed: bool = False, shown: list[int] | None = None,
+                 still_wanted: Callable[[], bool] | None = None) -> Callable[[], None]:
     """A reviewer in the web app: claim, label with ``label`` (``closed``: the label must close
-    the task), until the queue hands out nothing; the tasks it was shown go to ``shown``."""
+    the task), until the queue hands out nothing; the tasks it was shown go to ``shown``.
+    ``still_wanted``: with overlap an empty claim may only mean another reviewer holds the task
+    right now; the reviewer waits and asks again while this says a task still needs them."""
     def review() -> None:
         while True:
             r = browser.post("/review/api/claim", json={})
             assert r.status_code == 200, r.get_data(as_text=True)
             task = r.json["task"]
             if task is None:
+                if still_wanted is not None and still_wanted():
+                    time.sleep(0.05)
+                    continue
                 return
             if shown is not None:
                 shown.append(task["task_id"])

@@ -92,7 +92,21 @@ def test_reviewers_through_the_web_app_at_n_2(pg_settings):
         seed.user(n)
     ids = seed_tasks(seed, 40)
     app = make_app(pg_settings, reviews_per_task=N)
-    side_by_side([web_reviewer(login(app, n), {"class": "field"}) for n in names])
+
+    def still_wanted(name: str):
+        """A task not settled yet that this reviewer has not labeled."""
+        uid = seed.users[name]
+
+        def wanted() -> bool:
+            with session_scope(pg_settings.resolved_database_url) as s:
+                return s.scalar(select(func.count()).select_from(ReviewTask).where(
+                    ReviewTask.state.in_(("open", "claimed")),
+                    ~select(Label.id).where(Label.task_id == ReviewTask.id,
+                                            Label.user_id == uid).exists())) > 0
+        return wanted
+
+    side_by_side([web_reviewer(login(app, n), {"class": "field"}, still_wanted=still_wanted(n))
+                  for n in names])
     per_task, states = _check(pg_settings.resolved_database_url, ids)
     assert set(per_task.values()) == {N} and len(per_task) == len(ids)
     assert states == Counter(done=len(ids))

@@ -232,3 +232,29 @@ def test_renew_and_release(as_user, seed):
     # the page's pagehide beacon posts a form, not JSON
     r = ann.client.post("/review/api/release", data={"csrf_token": ann.token, "task_ids": str(tid)})
     assert r.json["released"] == 1 and _task(seed, tid).state == "open"
+
+
+def test_release_with_leases_ends_only_the_lease_the_page_saw(as_user, seed):
+    """A reloaded page re-claims its tasks (a later lease); the old page's beacon, naming the
+    lease it saw, then releases nothing. Naming the current lease releases as before."""
+    import datetime as dt
+    import json
+
+    _, tid = seed.routed(0.9)
+    ann = as_user("ann")
+    old = ann.post("/review/api/claim", json={}).json["task"]["lease_expires_at"]
+    again = ann.post("/review/api/claim", json={}).json["task"]  # the reload: own claim, renewed
+    at = dt.datetime.fromisoformat
+    assert again["task_id"] == tid and at(again["lease_expires_at"]) > at(old)
+    beacon = {"csrf_token": ann.token, "task_ids": str(tid), "leases": json.dumps({str(tid): old})}
+    assert ann.client.post("/review/api/release", data=beacon).json["released"] == 0
+    assert _task(seed, tid).state == "claimed"
+    renewed = ann.post("/review/api/renew", json={"task_ids": [tid]}).json["leases"][str(tid)]
+    assert at(renewed) >= at(again["lease_expires_at"])
+    beacon["leases"] = json.dumps({str(tid): renewed})
+    assert ann.client.post("/review/api/release", data=beacon).json["released"] == 1
+    assert _task(seed, tid).state == "open"
+    for bad in ("not json", json.dumps([tid]), json.dumps({str(tid): "yesterday"}),
+                json.dumps({"x": old})):
+        r = ann.client.post("/review/api/release", data={**beacon, "leases": bad})
+        assert r.status_code == 400 and "'leases'" in r.json["error"]

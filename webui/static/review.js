@@ -338,7 +338,12 @@
   const held = () => [current, next].filter(Boolean).map((t) => t.task_id);
   setInterval(() => {
     if (held().length) {
-      post(cfg.renewUrl, { task_ids: held() }).then(({ body }) => setWaiting(body.waiting)).catch(() => null);
+      post(cfg.renewUrl, { task_ids: held() }).then(({ body }) => {
+        setWaiting(body.waiting);
+        [current, next].forEach((t) => {
+          if (t && body.leases && body.leases[t.task_id]) t.lease_expires_at = body.leases[t.task_id];
+        });
+      }).catch(() => null);
     }
   }, Math.max(10, parseInt(cfg.lease, 10) / 3) * 1000);
   // the "waiting" counter follows the other reviewers too
@@ -370,6 +375,11 @@
     const form = new FormData();
     form.append("csrf_token", csrf);
     form.append("task_ids", ids.join(","));
+    // the leases as this page last saw them: a reload's new page may take the same tasks again
+    // before this beacon arrives, and its later leases must survive it
+    const seen = {};
+    [current, next].filter((t) => t && t.lease_expires_at).forEach((t) => { seen[t.task_id] = t.lease_expires_at; });
+    form.append("leases", JSON.stringify(seen));
     navigator.sendBeacon(cfg.releaseUrl, form);
   });
 

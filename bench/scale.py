@@ -39,6 +39,7 @@ import argparse
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,11 @@ def parse_args(argv=None):
     p.add_argument("--files", type=int, default=200_000, help="files in the submitted folder (default 200k)")
     p.add_argument("--only", default=",".join(STEPS), help="comma-separated steps to run")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per step before it is killed")
+    p.add_argument("--keep-db", metavar="NAME", default=None,
+                   help="load into database NAME and keep it (or reuse it if it already holds this --images "
+                        "load); each run then works on a copy made from it (CREATE DATABASE ... TEMPLATE), "
+                        "so a 1M run does not pay the ~9 min loader again. Drop it with "
+                        "`dropdb NAME` when done")
     return p.parse_args(argv)
 
 
@@ -148,8 +154,74 @@ def load(url: str, n: int, encoder_key: str) -> dict:
         conn.execute("VACUUM ANALYZE")
         print(f"#   VACUUM ANALYZE in {time.perf_counter() - t0:.1f} s; loaded in "
               f"{time.perf_counter() - t_all:.0f} s", flush=True)
+    return _stats(url)
+
+
+def _stats(url: str) -> dict:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
         return {"open tasks": conn.execute("SELECT count(*) FROM review_task WHERE state = 'open'").fetchone()[0],
                 "db size": conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]}
+
+
+def _admin():
+    import psycopg
+
+    return psycopg.connect(C.pg_admin_url().replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+
+def kept_database(name: str, n: int, encoder_key: str) -> tuple[str, dict | None]:
+    """Database ``name`` migrated to head and loaded with ``n`` images (loads it only if it does not
+    hold that load yet; a database comment records what it holds). Returns its URL and what the
+    load made (None when reused)."""
+    from sqlalchemy.engine import make_url
+
+    import migrations
+
+    if not name.replace("_", "").isalnum():
+        raise SystemExit(f"bench: --keep-db {name!r}: letters, digits and _ only")
+    tag = f"verge scale: images={n} encoder={encoder_key} dim={DIM}"
+    url = make_url(C.pg_admin_url()).set(database=name).render_as_string(hide_password=False)
+    with _admin() as conn:
+        row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                           (name,)).fetchone()
+        if row is not None and row[0] != tag:
+            print(f"# --keep-db {name}: holds {row[0]!r}, not this load; dropped and loaded again", flush=True)
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            row = None
+        if row is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    if row is not None:
+        migrations.upgrade(url)  # a no-op unless migrations were added since it was loaded
+        print(f"# --keep-db {name}: reusing its load ({tag})", flush=True)
+        return url, None
+    migrations.upgrade(url)
+    made = load(url, n, encoder_key)
+    with _admin() as conn:
+        conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{tag}'")
+    return url, made
+
+
+def copy_of(template: str) -> str:
+    """A throwaway database copied from ``template`` (dropped when the script ends)."""
+    from sqlalchemy.engine import make_url
+
+    from store.db import dispose_engines
+
+    dispose_engines()
+    name = f"verge_bench_scale_{uuid.uuid4().hex[:8]}"
+    t0 = time.perf_counter()
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+    def drop_copy():
+        with _admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    C.on_exit(drop_copy)
+    print(f"# copied {template} to {name} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return make_url(C.pg_admin_url()).set(database=name).render_as_string(hide_password=False)
 
 
 def make_folder(root: Path, n: int) -> Path:
@@ -239,9 +311,15 @@ def main(argv=None) -> int:
     print(f"# machine: {C.machine()}; load {C.load()}")
     print(f"# {args.images} images, {args.images // 5} open tasks, {args.images} labels and "
           f"{DIM}-d embeddings ({encoder_key}); submit of {args.files} files")
-    url = C.throwaway_database("scale")
-    migrations.upgrade(url)
-    made = load(url, args.images, encoder_key)
+    if args.keep_db:
+        _, made = kept_database(args.keep_db, args.images, encoder_key)
+        url = copy_of(args.keep_db)
+        if made is None:
+            made = _stats(url)
+    else:
+        url = C.throwaway_database("scale")
+        migrations.upgrade(url)
+        made = load(url, args.images, encoder_key)
     print(f"# loaded: {made}")
     tmp = C.temp_dir("verge-scale-")
     env = C.bench_env({"VERGE_DATA_DIR": tmp / "var", "VERGE_DATABASE_URL": url,

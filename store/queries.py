@@ -239,11 +239,12 @@ def stored_embeddings(session: Session, image_ids: Sequence[int], encoder: str) 
 
 
 def embedding_matrix(session: Session, image_ids: Sequence[int], encoder: str,
-                     page: int = 20_000) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                     page: int = 20_000, on_page=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The stored embeddings of ``image_ids`` read straight into one float32 matrix, in image id
     order: (ids found, matrix with a row per id found, their sha256). One allocation and no dict
     of vectors, so a million labels cost the matrix (2 GB at 512-d) and little more; ids without
-    an embedding from ``encoder`` are left out."""
+    an embedding from ``encoder`` are left out. ``on_page()`` is called after each page of
+    ``page`` ids (a long read renews its job's lease there)."""
     ids = np.unique(np.asarray(list(image_ids), dtype=np.int64))
     found = np.empty(len(ids), np.int64)
     X: np.ndarray | None = None
@@ -262,6 +263,8 @@ def embedding_matrix(session: Session, image_ids: Sequence[int], encoder: str,
                 found[n] = iid
                 shas.append(sha)
                 n += 1
+        if on_page is not None:
+            on_page()
     if X is None:
         X = np.empty((0, 0), np.float32)
     return found[:n], X[:n], shas

@@ -125,6 +125,61 @@ def test_retrain_promotes_rescoring_shrinks_the_queue_and_rollback_restores_it(s
     assert before < with_suspects
 
 
+def test_rescore_reads_recorded_caption_embeddings_and_loads_no_encoder(settings, loop, tiny_encoder):
+    """Zero-shot's probabilities do not depend on the head: a re-score after a promotion needs the
+    new head, the stored image embeddings and the captions' text embeddings, which a scoring
+    worker records. With them recorded no encoder is loaded, and the predictions are exactly
+    what the loaded encoder's judges give; without them the encoder is loaded once and they are
+    recorded; other captions are not mistaken for them."""
+    from dataclasses import replace as with_
+    from store.schema import Prediction
+    from workers import scoring
+
+    url = loop["url"]
+    out = retrain(settings, find_suspects=False)
+    assert out.promoted
+    scoring._scorers.clear()
+    with session_scope(url) as s:
+        assert scoring.recorded_judges(s, settings, KEY) is None  # no worker has recorded them
+    worker = scoring.Scorer(settings, encoder=tiny_encoder)  # what a scoring worker holds
+    with session_scope(url) as s:
+        scoring.record_captions(s, worker.judges)
+        assert scoring.recorded_judges(s, with_(settings, caption_road_and_field="a bridge"), KEY) is None
+
+    report = scoring.rescore_open_tasks(settings)
+    assert report["rescored"] == loop["n"]
+    assert scoring.loaded_scorer(settings) is None  # the re-score loaded no encoder
+    with session_scope(url) as s:
+        rows = s.execute(select(Prediction.image_id, Prediction.zs_probs, Prediction.head_probs)
+                         .where(Prediction.model_version_id == out.version_id)
+                         .order_by(Prediction.image_id)).all()
+        vectors = q.stored_embeddings(s, [r[0] for r in rows], KEY)
+        head = scoring.load_head(q.head_checkpoint(s, out.version_id), KEY)
+    assert len(rows) == loop["n"]
+    X = np.stack([vectors[r[0]] for r in rows])
+    zs3, head_probs = worker.zero_shot3.predict(X), head.predict(X)
+    got_zs = np.array([[r[1][c] for c in CLASSES] for r in rows])
+    got_head = np.array([[r[2][c] for c in CLASSES] for r in rows])
+    np.testing.assert_allclose(got_zs, zs3, atol=1e-6)
+    np.testing.assert_allclose(got_head, head_probs, atol=1e-6)
+
+
+def test_rescore_loads_the_encoder_once_when_no_worker_recorded_captions(settings, loop):
+    from workers import scoring
+
+    out = retrain(settings, find_suspects=False)
+    assert out.promoted
+    scoring._scorers.clear()
+    report = scoring.rescore_open_tasks(settings)
+    assert report["rescored"] == loop["n"]
+    assert scoring.loaded_scorer(settings) is not None  # loaded, as before this change
+    with session_scope(loop["url"]) as s:
+        judges = scoring.recorded_judges(s, settings, KEY)  # and recorded for the next re-score
+    assert judges is not None
+    np.testing.assert_allclose(judges.zero_shot3.text, scoring.loaded_scorer(settings).zero_shot3.text)
+    scoring._scorers.clear()
+
+
 def test_the_lock_keeps_two_retrains_apart_and_survives_a_crashed_holder(settings, loop):
     url = loop["url"]
     held = acquire(url, "retrain", ttl_s=60)  # someone else is retraining

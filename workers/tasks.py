@@ -100,9 +100,13 @@ def _warm_model(**_):
 
 @app.task(name=RESCORE_OPEN)
 def rescore_open() -> dict:
-    """After a promotion: open review tasks re-scored with the new head (workers hold the encoder
-    whose text embeddings zero-shot needs)."""
-    return scorer_for(settings_of(app)).rescore_open_tasks()
+    """After a promotion: open review tasks re-scored with the new head, from stored embeddings
+    and the caption embeddings scoring workers recorded (the encoder is used only if this process
+    has it loaded already, or loaded if no worker recorded them yet)."""
+    from .scoring import loaded_scorer, rescore_open_tasks
+
+    settings = settings_of(app)
+    return rescore_open_tasks(settings, loaded_scorer(settings))
 
 
 # Acknowledged when a worker takes it, not when it ends: a retrain outlives a short Redis visibility

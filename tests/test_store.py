@@ -188,6 +188,18 @@ def _assert_embeddings_and_hashes_read_back_by_id(url):
     assert sorted(got) == sorted(ids[::2])
     assert all(np.array_equal(got[iid], vectors[ids.index(iid)]) for iid in got)
     assert hashes == {iid: sha256_hex(str(ids.index(iid)).encode()) for iid in ids[::2]}
+    # retrain's read: one float32 matrix in id order, page by page (a binary COPY per page on Postgres)
+    from store import embedding_copy
+
+    pages = []
+    with session_scope(url) as s:
+        found, X, shas = q.embedding_matrix(s, wanted, "enc/a", page=300, on_page=lambda: pages.append(1))
+        if url.startswith("postgresql"):
+            copied = embedding_copy.read_page(s, ids[:5], "enc/a")
+            assert copied is not None and copied[0].tolist() == ids[:5]  # the COPY path, not the fallback
+    assert found.tolist() == sorted(ids[::2]) and len(pages) == -(-len(wanted) // 300)
+    assert X.dtype == np.float32 and np.array_equal(X, vectors[[ids.index(i) for i in found.tolist()]])
+    assert shas == [sha256_hex(str(ids.index(i)).encode()) for i in found.tolist()]
 
 
 def test_embeddings_and_hashes_read_back_by_id_on_sqlite(tmp_path):

@@ -261,3 +261,25 @@ def test_a_retrain_killed_mid_way_leaves_no_half_written_version_and_frees_the_l
     time.sleep(3.5)  # ... until its TTL runs out
     out = retrain(replace(settings, retrain_lock_ttl=3), find_suspects=False)
     assert out.version_id is not None
+
+
+def test_a_jobs_only_worker_process_does_not_load_the_encoder(settings):
+    """``verge worker --queues jobs`` selects the jobs queue only: its pool processes start without
+    CLIP (they sweep, retrain and re-score from stored vectors); a scoring worker's load it."""
+    from workers import scoring, tasks
+    from workers.app import app, configure
+
+    configure(settings)
+    scoring._scorers.clear()
+    queues = app.amqp.queues
+    before = queues._consume_from
+    try:
+        queues.select([settings.resolved_jobs_queue])  # what the jobs worker's -Q selects
+        tasks._warm_model()
+        assert scoring.loaded_scorer(settings) is None
+        queues.select([settings.queue])  # a scoring worker
+        tasks._warm_model()
+        assert scoring.loaded_scorer(settings) is not None
+    finally:
+        queues._consume_from = before
+        scoring._scorers.clear()

@@ -84,11 +84,25 @@ def requeue_stalled() -> int:
     return requeue(settings)
 
 
+def consumes_scoring(settings) -> bool:
+    """Whether this worker takes scoring chunks (``-Q``/``--queues`` as the worker selected them;
+    all queues when it selected none)."""
+    try:
+        return settings.queue in app.amqp.queues.consume_from
+    except Exception:  # pragma: no cover - be safe: load the model
+        return True
+
+
 @worker_process_init.connect
 def _warm_model(**_):
-    """Load the model when the process starts, not inside the first chunk."""
+    """Load the model when the process starts, not inside the first chunk. A jobs-only worker
+    (``verge worker --queues jobs``) scores nothing: it does not load CLIP (a re-score there reads
+    the caption embeddings scoring workers recorded)."""
     try:
         settings = settings_of(app)
+        if not consumes_scoring(settings):
+            log.info("pool process %d: jobs only; the encoder is not loaded", os.getpid())
+            return
         encoder = scorer_for(settings).encoder
         encoder.warm_up(settings.batch_size)
         from models.pipeline import warm_up_decoder

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import secrets
 from dataclasses import dataclass, field, replace
 
@@ -161,15 +162,15 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
 @contextlib.contextmanager
 def torch_threads(requested: int):
     """Torch's intra-op threads for the length of a retrain, chosen rather than inherited:
-    ``VERGE_TORCH_THREADS`` when set, else the machine's cores (one process trains). Torch's own
-    default can be far more than a shared machine gives one job (96 threads on 96 cores, or two
-    threads fighting over two busy cores: ~7x slower, bench/README.md)."""
+    ``VERGE_TORCH_THREADS`` when set, else half the machine's cores, at most 4 (1 on 2 cores). A
+    retrain runs beside the scoring workers, which have the cores divided between them, and a
+    256-wide head gains little past a few threads; torch's own default is one per core (96 on
+    96 cores), and threads that outnumber the free cores spin in each other's way: two threads
+    on two busy cores trained ~7x slower than one (bench/README.md)."""
     import torch
 
-    from models.pipeline import intra_op_threads
-
     before = torch.get_num_threads()
-    torch.set_num_threads(intra_op_threads(requested, 1))
+    torch.set_num_threads(requested if requested > 0 else max(1, min(4, (os.cpu_count() or 1) // 2)))
     log.info("retrain: %d torch intra-op threads", torch.get_num_threads())
     try:
         yield

@@ -395,7 +395,9 @@ def main(argv=None) -> int:
     if "retrain" in only:
         log = tmp / "retrain.log"
         took, rss, rc, _ = run_measured([py, "-m", "verge", "retrain", "--no-rescore"], env, args.timeout, log)
-        record("retrain", took, rss, rc, log, "| " + " ".join(log.read_text().strip().splitlines()[-2:])[:300]
+        lines = log.read_text().strip().splitlines()
+        steps = [line for line in lines if line.startswith("steps: ")]
+        record("retrain", took, rss, rc, log, "| " + " ".join([*lines[-3:-1], *steps[-1:]])[:400]
                if rc == 0 else "")
     keys = ["rescore_s", "rescore_rss_mb", "export_s", "export_rss_mb", "submit_first_s", "submit_rss_mb",
             "retrain_s", "retrain_rss_mb"]

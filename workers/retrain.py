@@ -30,6 +30,7 @@ import datetime as dt
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -69,6 +70,7 @@ class RetrainOutcome:
     labels: int = 0
     ties: dict = field(default_factory=dict)
     suspects: int = 0
+    seconds: dict = field(default_factory=dict)      # wall time of each step, by name
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -115,8 +117,10 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
     encoder_key = EncoderSpec(settings.encoder, settings.pretrained).key
     with locks.held(url, "retrain", settings.retrain_lock_ttl) as lease, torch_threads(settings.torch_threads):
         # 1. the labeled set: consensus labels, their embeddings in one matrix, the hold-out split
+        clock = time.perf_counter()
         data = read_labeled_set(settings, encoder_key, lease)
         out = RetrainOutcome(None, False, "", labels=len(data.ids), ties=data.agreed.ties)
+        clock = _lap(out, "read", clock)
         if len(data.ids) < MIN_LABELS or len(np.unique(data.y)) < 2:
             out.reason = (f"not enough labeled images with embeddings from {encoder_key} "
                           f"({len(data.ids)}; need {MIN_LABELS} over at least two classes)")
@@ -130,9 +134,11 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
 
         result = train_head(THREE_CLASS, data.X, data.y, encoder_key, recipe, on_epoch=epoch_hook,
                             rows=data.train_rows)
+        clock = _lap(out, "train", clock)
 
         # 3. judge candidate and active head on the same held-out rows; decide
         promote = judge(settings, data, result, encoder_key, out)
+        clock = _lap(out, "judge", clock)
         result.head.meta.metrics.update({"held_out": out.candidate, "active_held_out": out.active,
                                          "active_version": out.active_version_id,
                                          "labels": len(data.ids), "ties": len(data.agreed.ties),
@@ -149,14 +155,22 @@ def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = 
                 "version": out.version_id, "kind": THREE_CLASS, "trigger": trigger, "reason": out.reason,
                 "held_out": out.candidate, "previous_version": out.active_version_id})
         write_tensorboard(settings, out.version_id, result.history, out.candidate)
+        clock = _lap(out, "record", clock)
 
         # 5. training-folder labels the model confidently rejects go to people
         if find_suspects:
             out.suspects = flag_suspects(settings, data.ids, data.X, data.y, data.agreed, encoder_key, recipe,
                                          result, lease=lease)
+            _lap(out, "suspects", clock)
     log.info("retrain (%s): version %s %s: %s", trigger, out.version_id,
              "promoted" if out.promoted else "kept as candidate", out.reason)
     return out
+
+
+def _lap(out: RetrainOutcome, step: str, since: float) -> float:
+    now = time.perf_counter()
+    out.seconds[step] = round(now - since, 2)
+    return now
 
 
 @contextlib.contextmanager

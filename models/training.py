@@ -47,15 +47,15 @@ class Recipe:
 # Up to 8000 training rows an epoch is steps of 32; beyond, the batch grows with the set (64k rows
 # -> batch 257, 250 steps): at 100k labels 2000 steps of 32 took ~2 s an epoch, mostly per-step
 # overhead, 250 steps of 257 ~0.6 s, and the held-out accuracy and macro-F1 stayed within 0.01
-# (bench/README.md, section 4). Past 256k training rows the batch stays 1024 and an epoch is 250
-# steps of it (256k rows): a 131k-parameter head does not need 640k rows per epoch at 1M labels,
+# (bench/README.md, section 4). Past 128k training rows the batch stays 512 and an epoch is 250
+# steps of it (128k rows): a 131k-parameter head does not need 640k rows per epoch at 1M labels,
 # and an epoch's cost stops growing with the label set (early stopping, LR halving and patience
 # count the same steps at any size). Early stopping still picks the epoch; an epoch whose
 # validation log-loss is better by no more than 1e-4 is no improvement (separable labels drive the
 # loss towards 0 by ever smaller steps: without it all 40 epochs ran, 45 s each at 1M labels).
 RETRAIN_RECIPE = Recipe(lr=3e-3, batch_size=32, epochs=40, class_weighting=True,
                         lr_halve_every=10, val_fraction=0.2, patience=6, max_batches_per_epoch=250,
-                        max_batch_size=1024, min_delta=1e-4)
+                        max_batch_size=512, min_delta=1e-4)
 
 
 @dataclass

@@ -12,16 +12,22 @@ from sqlalchemy.orm import Session
 _SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _SHA = 64  # image.sha256: hex digits
 _QUERY = ("COPY (SELECT e.image_id, e.vector, rpad(coalesce(i.sha256, ''), {sha}) FROM embedding e "
-          "JOIN image i ON i.id = e.image_id WHERE e.encoder = %s AND e.image_id = ANY(%s) "
-          "ORDER BY e.image_id) TO STDOUT (FORMAT BINARY)").format(sha=_SHA)
+          "JOIN image i ON i.id = e.image_id WHERE e.encoder = %s AND {match} "
+          "ORDER BY e.image_id) TO STDOUT (FORMAT BINARY)")
+_BY_LIST = _QUERY.format(sha=_SHA, match="e.image_id = ANY(%s)")
+# ids that fill most of their range (labels on most images): one range scan of both primary keys,
+# the rows of unwanted ids dropped here (0.3 s a page of 20k instead of 0.5 s of index probes)
+_BY_RANGE = _QUERY.format(sha=_SHA, match="e.image_id BETWEEN %s AND %s")
 
 
 def read_page(session: Session, ids: list[int], encoder: str):
-    """(image ids, (n, d) float32 vectors, sha256 list) for those of ``ids`` with an embedding
-    from ``encoder``, in id order; None if the rows do not share one layout (the caller then
-    reads them row by row)."""
+    """(image ids, (n, d) float32 vectors, sha256 list) for those of ``ids`` (ascending, unique)
+    with an embedding from ``encoder``, in id order; None if the rows do not share one layout
+    (the caller then reads them row by row)."""
     cur = session.connection().connection.dbapi_connection.cursor()
-    with cur.copy(_QUERY, (encoder, ids)) as cp:
+    dense = bool(ids) and ids[-1] - ids[0] + 1 <= 2 * len(ids)
+    query, params = (_BY_RANGE, (encoder, ids[0], ids[-1])) if dense else (_BY_LIST, (encoder, ids))
+    with cur.copy(query, params) as cp:
         data = b"".join(bytes(block) for block in cp)
     if not data.startswith(_SIGNATURE):
         return None
@@ -40,5 +46,10 @@ def read_page(session: Session, ids: list[int], encoder: str):
     if not ((rows["nf"] == 3).all() and (rows["l1"] == 4).all() and (rows["l2"] == vec_bytes).all()
             and (rows["l3"] == _SHA).all()):
         return None
+    got = rows["id"].astype(np.int64)
+    if dense:
+        keep = np.isin(got, np.asarray(ids, dtype=np.int64))
+        if not keep.all():
+            rows, got = rows[keep], got[keep]
     shas = [s.decode().strip() or None for s in rows["sha"].tolist()]
-    return rows["id"].astype(np.int64), rows["vec"], shas
+    return got, rows["vec"], shas

@@ -197,6 +197,10 @@ def _assert_embeddings_and_hashes_read_back_by_id(url):
         if url.startswith("postgresql"):
             copied = embedding_copy.read_page(s, ids[:5], "enc/a")
             assert copied is not None and copied[0].tolist() == ids[:5]  # the COPY path, not the fallback
+            sparse = embedding_copy.read_page(s, ids[::7][:50], "enc/a")  # one id in 7: probed by list
+            dense = embedding_copy.read_page(s, [i for i in ids[:60] if i % 5], "enc/a")  # a range scan
+            assert sparse[0].tolist() == ids[::7][:50] and dense[0].tolist() == [i for i in ids[:60] if i % 5]
+            assert np.array_equal(dense[1], vectors[[ids.index(i) for i in dense[0].tolist()]])
     assert found.tolist() == sorted(ids[::2]) and len(pages) == -(-len(wanted) // 300)
     assert X.dtype == np.float32 and np.array_equal(X, vectors[[ids.index(i) for i in found.tolist()]])
     assert shas == [sha256_hex(str(ids.index(i)).encode()) for i in found.tolist()]

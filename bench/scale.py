@@ -30,9 +30,11 @@ A step that fails prints FAIL for its time and why on a ``#`` line. The last lin
     .venv/bin/python bench/scale.py                       # 1M images (loading takes minutes)
     .venv/bin/python bench/scale.py --images 100000       # a quicker look
     .venv/bin/python bench/scale.py --only export,submit  # some steps (others print skip)
+    .venv/bin/python bench/scale.py --keep-db verge_scale_1m   # load once into that database and
+                                                          # keep it; later runs copy it (seconds)
 
 Postgres and Redis at their local defaults (or VERGE_DATABASE_URL's / VERGE_BROKER_URL's); the
-database, the queue and the files are removed at the end.
+database, the queue and the files are removed at the end (a --keep-db database stays: `dropdb`).
 """
 from __future__ import annotations
 

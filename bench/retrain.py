@@ -261,10 +261,6 @@ def main(argv=None) -> None:
     from sqlalchemy import text
 
     import migrations
-    import store.embeddings
-    import store.images
-    import store.labels
-    import store.model_versions
     import workers.retrain as R
     from models.encoder import EncoderSpec
     from models.training import RETRAIN_RECIPE
@@ -281,7 +277,9 @@ def main(argv=None) -> None:
           f"{migrations.head_revision()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     data_dir = C.temp_dir("verge-bench-retrain-")
     settings = Settings.from_env({}, database_url=url, data_dir=data_dir, encoder=args.encoder,
-                                 pretrained=args.pretrained)
+                                 pretrained=args.pretrained, torch_threads=args.threads)
+    # retrain() sets torch's threads itself for its length (VERGE_TORCH_THREADS; 0: half the
+    # cores, at most 4): --threads reaches it through the settings
     key = EncoderSpec(settings.encoder, settings.pretrained).key
     print(f"# loading {args.rows} labeled images ...", flush=True)
     made = load(url, args.rows, key, args.noise, args.seed, args.folder_share)
@@ -298,14 +296,10 @@ def main(argv=None) -> None:
     print(f"# recipe: {recipe}", flush=True)
 
     ph = Phases()
-    ph.wrap(store.labels, "consensus", "read")
-    ph.wrap(store.embeddings, "stored_embeddings", "read")
-    ph.wrap(store.images, "hashes_by_id", "read")
-    ph.wrap(store.model_versions, "active_model", "read")
+    ph.wrap(R, "read_labeled_set", "read")  # retrain()'s named steps (workers/retrain.py)
     ph.wrap(R, "train_head", "train")
-    ph.wrap(R, "classification_metrics", "judge")
-    ph.wrap(R, "load_head", "judge")
-    ph.wrap(R, "save_head", "write")
+    ph.wrap(R, "judge", "judge")
+    ph.wrap(R, "record_version", "write")
     ph.wrap(R, "write_tensorboard", "write")
     ph.wrap(R, "flag_suspects", "suspects")
     ph.wrap(R, "out_of_fold_probs", "oof")
@@ -338,7 +332,7 @@ def main(argv=None) -> None:
     sec = ph.seconds
     other = wall - sum(v for k, v in sec.items() if k != "oof")
     rows = [
-        ("read labels + embeddings (consensus, stored_embeddings, hashes)", sec.get("read", 0), ""),
+        ("read labels + embeddings (read_labeled_set: consensus, one matrix)", sec.get("read", 0), ""),
         ("train the candidate (train_head)", sec.get("train", 0),
          f"{m['examples']} examples, {m['validation_examples']} validation; {m['epochs_run']} epochs "
          f"(best {m['best_epoch']}), batch {m['recipe']['batch_size_used']}"),

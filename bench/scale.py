@@ -11,8 +11,9 @@ SELECT FROM generate_series server-side, the embeddings by one binary COPY strea
 
 Then, each in its own process (peak RSS: that process's VmHWM, read every 20 ms):
 
-  rescore ..... a new three-class head is promoted and ``Scorer.rescore_open_tasks()`` runs, as a
-                worker does after a promotion (all N/5 open tasks)
+  rescore ..... a new three-class head is promoted and ``rescore_open_tasks()`` runs, as the jobs
+                worker does after a promotion (all N/5 open tasks), with the caption embeddings
+                the scoring workers recorded (recorded first, by a Scorer, not measured)
   export ...... ``verge export --format jsonl`` of every image, to /dev/null
   submit ...... ``verge submit`` of a folder of 200k small files (200 folders; Redis broker,
                 private queue, no worker): seconds until the first chunk is in the queue, peak RSS
@@ -29,9 +30,11 @@ A step that fails prints FAIL for its time and why on a ``#`` line. The last lin
     .venv/bin/python bench/scale.py                       # 1M images (loading takes minutes)
     .venv/bin/python bench/scale.py --images 100000       # a quicker look
     .venv/bin/python bench/scale.py --only export,submit  # some steps (others print skip)
+    .venv/bin/python bench/scale.py --keep-db verge_scale_1m   # load once into that database and
+                                                          # keep it; later runs copy it (seconds)
 
 Postgres and Redis at their local defaults (or VERGE_DATABASE_URL's / VERGE_BROKER_URL's); the
-database, the queue and the files are removed at the end.
+database, the queue and the files are removed at the end (a --keep-db database stays: `dropdb`).
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ import argparse
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +64,11 @@ def parse_args(argv=None):
     p.add_argument("--files", type=int, default=200_000, help="files in the submitted folder (default 200k)")
     p.add_argument("--only", default=",".join(STEPS), help="comma-separated steps to run")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per step before it is killed")
+    p.add_argument("--keep-db", metavar="NAME", default=None,
+                   help="load into database NAME and keep it (or reuse it if it already holds this --images "
+                        "load); each run then works on a copy made from it (CREATE DATABASE ... TEMPLATE), "
+                        "so a 1M run does not pay the ~9 min loader again. Drop it with "
+                        "`dropdb NAME` when done")
     return p.parse_args(argv)
 
 
@@ -148,8 +157,74 @@ def load(url: str, n: int, encoder_key: str) -> dict:
         conn.execute("VACUUM ANALYZE")
         print(f"#   VACUUM ANALYZE in {time.perf_counter() - t0:.1f} s; loaded in "
               f"{time.perf_counter() - t_all:.0f} s", flush=True)
+    return _stats(url)
+
+
+def _stats(url: str) -> dict:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
         return {"open tasks": conn.execute("SELECT count(*) FROM review_task WHERE state = 'open'").fetchone()[0],
                 "db size": conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]}
+
+
+def _admin():
+    import psycopg
+
+    return psycopg.connect(C.pg_admin_url().replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+
+def kept_database(name: str, n: int, encoder_key: str) -> tuple[str, dict | None]:
+    """Database ``name`` migrated to head and loaded with ``n`` images (loads it only if it does not
+    hold that load yet; a database comment records what it holds). Returns its URL and what the
+    load made (None when reused)."""
+    from sqlalchemy.engine import make_url
+
+    import migrations
+
+    if not name.replace("_", "").isalnum():
+        raise SystemExit(f"bench: --keep-db {name!r}: letters, digits and _ only")
+    tag = f"verge scale: images={n} encoder={encoder_key} dim={DIM}"
+    url = make_url(C.pg_admin_url()).set(database=name).render_as_string(hide_password=False)
+    with _admin() as conn:
+        row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                           (name,)).fetchone()
+        if row is not None and row[0] != tag:
+            print(f"# --keep-db {name}: holds {row[0]!r}, not this load; dropped and loaded again", flush=True)
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            row = None
+        if row is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    if row is not None:
+        migrations.upgrade(url)  # a no-op unless migrations were added since it was loaded
+        print(f"# --keep-db {name}: reusing its load ({tag})", flush=True)
+        return url, None
+    migrations.upgrade(url)
+    made = load(url, n, encoder_key)
+    with _admin() as conn:
+        conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{tag}'")
+    return url, made
+
+
+def copy_of(template: str) -> str:
+    """A throwaway database copied from ``template`` (dropped when the script ends)."""
+    from sqlalchemy.engine import make_url
+
+    from store.db import dispose_engines
+
+    dispose_engines()
+    name = f"verge_bench_scale_{uuid.uuid4().hex[:8]}"
+    t0 = time.perf_counter()
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+    def drop_copy():
+        with _admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    C.on_exit(drop_copy)
+    print(f"# copied {template} to {name} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return make_url(C.pg_admin_url()).set(database=name).render_as_string(hide_password=False)
 
 
 def make_folder(root: Path, n: int) -> Path:
@@ -201,28 +276,42 @@ def run_measured(cmd: list[str], env: dict, timeout: float, log: Path, watch=Non
     return took, peak, proc.returncode, seen
 
 
+# What the scoring workers that made the loaded predictions did once each: record the text
+# embeddings of their captions (Scorer, first chunk's write). Run before the re-score step, not measured.
+RECORD_CAPTIONS = """
+from store.db import session_scope
+from verge.settings import Settings
+from workers.scoring import Scorer, record_captions
+
+settings = Settings.from_env()
+with session_scope(settings.resolved_database_url) as s:
+    record_captions(s, Scorer(settings).judges)
+"""
+
+# The jobs worker's re-score task after a promotion (workers/tasks.py: rescore_open): no encoder
+# is loaded in this process; zero-shot reads the recorded caption embeddings.
 RESCORE = """
 import json, sys
-import numpy as np
+from models.encoder import EncoderSpec
 from models.heads import THREE_CLASS, new_head, save_head
 from store.db import session_scope
 from store.model_versions import activate_model
 from store.schema import ModelVersion
 from verge.settings import Settings
-from workers.scoring import Scorer
+from workers.scoring import rescore_open_tasks
 
 settings = Settings.from_env()
-scorer = Scorer(settings)
-head = new_head(THREE_CLASS, scorer.encoder.embedding_dim, scorer.encoder.key)
+key = EncoderSpec(settings.encoder, settings.pretrained).key
+head = new_head(THREE_CLASS, %d, key)
 path = save_head(head, settings.model_dir / "scale-promoted.pt")
 with session_scope(settings.resolved_database_url) as s:  # a promotion, as retrain makes it
-    mv = ModelVersion(kind=THREE_CLASS, classes=list(head.meta.classes), encoder=scorer.encoder.key,
+    mv = ModelVersion(kind=THREE_CLASS, classes=list(head.meta.classes), encoder=key,
                       path=str(path.resolve()), metrics={}, state="candidate")
     s.add(mv)
     s.flush()
     activate_model(s, mv.id)
-print(json.dumps(scorer.rescore_open_tasks()))
-"""
+print(json.dumps(rescore_open_tasks(settings)))
+""" % DIM
 
 
 def main(argv=None) -> int:
@@ -239,9 +328,15 @@ def main(argv=None) -> int:
     print(f"# machine: {C.machine()}; load {C.load()}")
     print(f"# {args.images} images, {args.images // 5} open tasks, {args.images} labels and "
           f"{DIM}-d embeddings ({encoder_key}); submit of {args.files} files")
-    url = C.throwaway_database("scale")
-    migrations.upgrade(url)
-    made = load(url, args.images, encoder_key)
+    if args.keep_db:
+        _, made = kept_database(args.keep_db, args.images, encoder_key)
+        url = copy_of(args.keep_db)
+        if made is None:
+            made = _stats(url)
+    else:
+        url = C.throwaway_database("scale")
+        migrations.upgrade(url)
+        made = load(url, args.images, encoder_key)
     print(f"# loaded: {made}")
     tmp = C.temp_dir("verge-scale-")
     env = C.bench_env({"VERGE_DATA_DIR": tmp / "var", "VERGE_DATABASE_URL": url,
@@ -261,6 +356,12 @@ def main(argv=None) -> int:
 
     py = sys.executable
     if "rescore" in only:
+        t0 = time.perf_counter()
+        done = subprocess.run([py, "-c", RECORD_CAPTIONS], env=env, cwd=C.REPO, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"bench: recording the caption embeddings failed: {done.stderr[-600:]}")
+        print(f"#   a scoring worker's caption embeddings recorded in {time.perf_counter() - t0:.1f} s (not measured)",
+              flush=True)
         log = tmp / "rescore.log"
         took, rss, rc, _ = run_measured([py, "-c", RESCORE], env, args.timeout, log)
         record("rescore", took, rss, rc, log, log.read_text().strip().splitlines()[-1] if rc == 0 else "")
@@ -296,7 +397,9 @@ def main(argv=None) -> int:
     if "retrain" in only:
         log = tmp / "retrain.log"
         took, rss, rc, _ = run_measured([py, "-m", "verge", "retrain", "--no-rescore"], env, args.timeout, log)
-        record("retrain", took, rss, rc, log, "| " + " ".join(log.read_text().strip().splitlines()[-2:])[:300]
+        lines = log.read_text().strip().splitlines()
+        steps = [line for line in lines if line.startswith("steps: ")]
+        record("retrain", took, rss, rc, log, "| " + " ".join([*lines[-3:-1], *steps[-1:]])[:400]
                if rc == 0 else "")
     keys = ["rescore_s", "rescore_rss_mb", "export_s", "export_rss_mb", "submit_first_s", "submit_rss_mb",
             "retrain_s", "retrain_rss_mb"]

@@ -5,9 +5,10 @@ No database, no files.
 batch size 3, 7 epochs, one fixed seed -> the same weights every time on the same inputs. The
 fixes the seed's author proposed are options, each off by default: class weighting, halving the
 learning rate every N epochs, early stopping on a stratified validation split (the best epoch's
-weights are kept), more epochs; and, for large label sets, batches that grow with the set
-(``max_batches_per_epoch``). Image augmentation happens before encoding (workers/), so it
-reaches this module as extra rows with per-row weights.
+weights are kept), more epochs; and, for large label sets, batches that grow with the set up to a
+cap (``max_batches_per_epoch``, ``max_batch_size``). Augmented views of images are made and
+encoded before training, by ``workers/training.py`` with ``models/augment.py``; they reach this
+module as extra rows of ``X``, tied to their image by ``groups`` and weighed by ``sample_weight``.
 """
 from __future__ import annotations
 
@@ -33,17 +34,28 @@ class Recipe:
     val_fraction: float = 0.0       # > 0: stratified validation split, metrics every epoch
     patience: int = 0               # > 0 (needs val_fraction): stop after this many epochs without improvement
     monitor: str = "log_loss"       # validation metric that picks the best epoch (losses: lower wins)
+    min_delta: float = 0.0          # an epoch counts as an improvement only if it beats the best by more
     max_batches_per_epoch: int = 0  # > 0: a training set larger than batch_size * this trains in
     #                                 larger batches, so that an epoch stays this many steps
+    max_batch_size: int = 0         # > 0 (with max_batches_per_epoch): the batch grows no further;
+    #                                 an epoch is then max_batches_per_epoch steps of this size, a
+    #                                 part of a larger training set (the next epoch goes on where
+    #                                 it stopped, so every row is drawn once per pass)
 
 
 # The retraining job's defaults: the seed's fixes switched on, batches sized for many labels.
 # Up to 8000 training rows an epoch is steps of 32; beyond, the batch grows with the set (64k rows
 # -> batch 257, 250 steps): at 100k labels 2000 steps of 32 took ~2 s an epoch, mostly per-step
 # overhead, 250 steps of 257 ~0.6 s, and the held-out accuracy and macro-F1 stayed within 0.01
-# (bench/README.md, section 4). Early stopping still picks the epoch.
+# (bench/README.md, section 4). Past 128k training rows the batch stays 512 and an epoch is 250
+# steps of it (128k rows): a 131k-parameter head does not need 640k rows per epoch at 1M labels,
+# and an epoch's cost stops growing with the label set (early stopping, LR halving and patience
+# count the same steps at any size). Early stopping still picks the epoch; an epoch whose
+# validation log-loss is better by no more than 1e-4 is no improvement (separable labels drive the
+# loss towards 0 by ever smaller steps: without it all 40 epochs ran, 45 s each at 1M labels).
 RETRAIN_RECIPE = Recipe(lr=3e-3, batch_size=32, epochs=40, class_weighting=True,
-                        lr_halve_every=10, val_fraction=0.2, patience=6, max_batches_per_epoch=250)
+                        lr_halve_every=10, val_fraction=0.2, patience=6, max_batches_per_epoch=250,
+                        max_batch_size=512, min_delta=1e-4)
 
 
 @dataclass
@@ -69,10 +81,20 @@ class TrainResult:
 def batch_size_for(recipe: Recipe, n_train: int) -> int:
     """The batch ``recipe`` trains ``n_train`` rows in: ``batch_size``, or larger once an epoch
     would take more than ``max_batches_per_epoch`` steps (the epoch count, LR halving and
-    patience then still mean the same number of steps whatever the size of the label set)."""
+    patience then still mean the same number of steps whatever the size of the label set), but
+    never larger than ``max_batch_size`` when that is set."""
     if recipe.max_batches_per_epoch and n_train > recipe.batch_size * recipe.max_batches_per_epoch:
-        return -(-n_train // recipe.max_batches_per_epoch)
+        grown = -(-n_train // recipe.max_batches_per_epoch)
+        return min(grown, recipe.max_batch_size) if recipe.max_batch_size else grown
     return recipe.batch_size
+
+
+def rows_per_epoch(recipe: Recipe, n_train: int) -> int:
+    """How many training rows one epoch draws: all of them, or ``max_batches_per_epoch`` capped
+    batches when the batch has reached ``max_batch_size``."""
+    if recipe.max_batches_per_epoch:
+        return min(n_train, batch_size_for(recipe, n_train) * recipe.max_batches_per_epoch)
+    return n_train
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,14 +148,12 @@ def train_head(kind: str, X: np.ndarray, y: np.ndarray, encoder_key: str,
         if recipe.val_fraction > 0:
             # split whole groups (an image and its augmented views); validation judges each
             # held-out group's first row, the real image, never an augmented view
+            # (array operations: a million rows split in a fraction of a second)
             g = np.arange(len(rows)) if groups is None else np.asarray(groups)[rows]
-            yr = y[rows]
-            first = {gid: i for i, gid in reversed(list(enumerate(g.tolist())))}
-            uniq = np.array(sorted(first))
-            _, va_g = stratified_split(yr[[first[u] for u in uniq]], recipe.val_fraction, recipe.seed)
-            va_set = set(uniq[va_g].tolist())
-            val_idx = rows[np.array(sorted(first[u] for u in va_set), dtype=np.int64)]
-            train_idx = rows[np.flatnonzero([gid not in va_set for gid in g.tolist()])]
+            uniq, first = np.unique(g, return_index=True)  # each group's first row
+            _, va_g = stratified_split(y[rows][first], recipe.val_fraction, recipe.seed)
+            val_idx = rows[np.sort(first[va_g])]
+            train_idx = rows[np.flatnonzero(~np.isin(g, uniq[va_g]))]
         else:
             train_idx, val_idx = rows, np.array([], dtype=np.int64)
         result = _fit(head, X, y, k, train_idx, val_idx, recipe, sample_weight, on_epoch)
@@ -169,14 +189,19 @@ def _fit(head: Head, X, y, k, train_idx, val_idx, recipe: Recipe, sample_weight,
     sched = (torch.optim.lr_scheduler.StepLR(opt, step_size=recipe.lr_halve_every, gamma=0.5)
              if recipe.lr_halve_every else None)
     batch = batch_size_for(recipe, len(train_idx))
+    per_epoch = rows_per_epoch(recipe, len(train_idx))
     result = TrainResult(head)
     best_score, best_state, since_best = -np.inf, None, 0
+    order, cursor = None, len(tr)  # a permutation of the training rows, drawn from in turn
     for epoch in range(1, recipe.epochs + 1):
         model.train()
-        order = torch.randperm(len(tr), generator=gen)
-        total, correct = 0.0, 0
-        for i in range(0, len(tr), batch):
-            idx = order[i:i + batch]
+        total, correct, drawn = 0.0, 0, 0
+        while drawn < per_epoch:
+            if cursor >= len(tr):
+                order, cursor = torch.randperm(len(tr), generator=gen), 0
+            idx = order[cursor:cursor + min(batch, per_epoch - drawn)]
+            cursor += len(idx)
+            drawn += len(idx)
             logits = model.logits(base[tr[idx]])
             if binary:
                 per_row = nn.functional.binary_cross_entropy_with_logits(
@@ -193,14 +218,14 @@ def _fit(head: Head, X, y, k, train_idx, val_idx, recipe: Recipe, sample_weight,
             opt.step()
             total += loss.item() * len(idx)
             correct += int(hits.sum())
-        stats = EpochStats(epoch, total / len(tr), correct / len(tr), opt.param_groups[0]["lr"])
+        stats = EpochStats(epoch, total / drawn, correct / drawn, opt.param_groups[0]["lr"])
         if sched:
             sched.step()
         if len(val_idx):
             model.eval()
             stats.val = classification_metrics(y[val_idx], predict_rows(head, X, val_idx), head.meta.classes)
             score = -stats.val[recipe.monitor] if "loss" in recipe.monitor else stats.val[recipe.monitor]
-            if score > best_score:
+            if score > best_score + recipe.min_delta:
                 best_score, best_state, since_best = score, copy.deepcopy(model.state_dict()), 0
                 result.best_epoch = epoch
             else:

@@ -21,6 +21,18 @@ class ZeroShot:
         self.logit_scale = encoder.logit_scale
         self.text = encoder.encode_texts(self.captions)  # (k, d), unit vectors
 
+    @classmethod
+    def from_text(cls, encoder_key: str, captions: Sequence[str], classes: Sequence[str],
+                  text: np.ndarray, logit_scale: float) -> "ZeroShot":
+        """The judge from text embeddings recorded earlier (store/captions.py): no model needed."""
+        if len(captions) != len(classes) or len(text) != len(captions):
+            raise ValueError(f"{len(captions)} captions, {len(classes)} classes, {len(text)} vectors")
+        self = cls.__new__(cls)
+        self.captions, self.classes = tuple(captions), tuple(classes)
+        self.encoder_key, self.logit_scale = encoder_key, float(logit_scale)
+        self.text = np.asarray(text, dtype=np.float32)
+        return self
+
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
         """(n, k) probabilities over the classes, rows summing to 1."""
         logits = self.logit_scale * (embeddings @ self.text.T)

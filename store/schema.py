@@ -88,6 +88,20 @@ class Embedding(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, L2-normalised
 
 
+class CaptionEmbedding(Base):
+    """The text embeddings of one set of zero-shot captions under one encoder, recorded by a
+    worker that has the encoder loaded: a re-score reads them instead of loading CLIP for its
+    text tower (store/captions.py)."""
+    __tablename__ = "caption_embedding"
+    encoder: Mapped[str] = mapped_column(String(200), primary_key=True)  # EncoderSpec.key
+    captions_sha: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the captions' JSON
+    captions: Mapped[list] = mapped_column(JSON)
+    logit_scale: Mapped[float] = mapped_column(Float)
+    dim: Mapped[int] = mapped_column(Integer)
+    vectors: Mapped[bytes] = mapped_column(LargeBinary)  # (len(captions), dim) float32, little-endian
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class ModelVersion(Base):
     __tablename__ = "model_version"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -19,12 +19,12 @@ from models.heads import save_head
 from models.training import train_binary
 from store.blobs import sha256_hex
 from store.db import session_scope
-from store.embeddings import save_embeddings
+from store.embeddings import save_embeddings, stored_embeddings
 from store.export import write_export
 from store.images import register_images
 from store.labels import replace_source_labels
 from store.locks import LockBusy, acquire
-from store.model_versions import activate_model, active_model
+from store.model_versions import activate_model, active_model, head_checkpoint
 from store.review import open_review_tasks
 from store.schema import JobLock, Label, ModelVersion, ReviewTask, User, utcnow
 from workers.activation import rollback
@@ -130,6 +130,61 @@ def test_retrain_promotes_rescoring_shrinks_the_queue_and_rollback_restores_it(s
     assert before < with_suspects
 
 
+def test_rescore_reads_recorded_caption_embeddings_and_loads_no_encoder(settings, loop, tiny_encoder):
+    """Zero-shot's probabilities do not depend on the head: a re-score after a promotion needs the
+    new head, the stored image embeddings and the captions' text embeddings, which a scoring
+    worker records. With them recorded no encoder is loaded, and the predictions are exactly
+    what the loaded encoder's judges give; without them the encoder is loaded once and they are
+    recorded; other captions are not mistaken for them."""
+    from dataclasses import replace as with_
+    from store.schema import Prediction
+    from workers import scoring
+
+    url = loop["url"]
+    out = retrain(settings, find_suspects=False)
+    assert out.promoted
+    scoring._scorers.clear()
+    with session_scope(url) as s:
+        assert scoring.recorded_judges(s, settings, KEY) is None  # no worker has recorded them
+    worker = scoring.Scorer(settings, encoder=tiny_encoder)  # what a scoring worker holds
+    with session_scope(url) as s:
+        scoring.record_captions(s, worker.judges)
+        assert scoring.recorded_judges(s, with_(settings, caption_road_and_field="a bridge"), KEY) is None
+
+    report = scoring.rescore_open_tasks(settings)
+    assert report["rescored"] == loop["n"]
+    assert scoring.loaded_scorer(settings) is None  # the re-score loaded no encoder
+    with session_scope(url) as s:
+        rows = s.execute(select(Prediction.image_id, Prediction.zs_probs, Prediction.head_probs)
+                         .where(Prediction.model_version_id == out.version_id)
+                         .order_by(Prediction.image_id)).all()
+        vectors = stored_embeddings(s, [r[0] for r in rows], KEY)
+        head = scoring.load_head(head_checkpoint(s, out.version_id), KEY)
+    assert len(rows) == loop["n"]
+    X = np.stack([vectors[r[0]] for r in rows])
+    zs3, head_probs = worker.zero_shot3.predict(X), head.predict(X)
+    got_zs = np.array([[r[1][c] for c in CLASSES] for r in rows])
+    got_head = np.array([[r[2][c] for c in CLASSES] for r in rows])
+    np.testing.assert_allclose(got_zs, zs3, atol=1e-6)
+    np.testing.assert_allclose(got_head, head_probs, atol=1e-6)
+
+
+def test_rescore_loads_the_encoder_once_when_no_worker_recorded_captions(settings, loop):
+    from workers import scoring
+
+    out = retrain(settings, find_suspects=False)
+    assert out.promoted
+    scoring._scorers.clear()
+    report = scoring.rescore_open_tasks(settings)
+    assert report["rescored"] == loop["n"]
+    assert scoring.loaded_scorer(settings) is not None  # loaded, as before this change
+    with session_scope(loop["url"]) as s:
+        judges = scoring.recorded_judges(s, settings, KEY)  # and recorded for the next re-score
+    assert judges is not None
+    np.testing.assert_allclose(judges.zero_shot3.text, scoring.loaded_scorer(settings).zero_shot3.text)
+    scoring._scorers.clear()
+
+
 def test_the_lock_keeps_two_retrains_apart_and_survives_a_crashed_holder(settings, loop):
     url = loop["url"]
     held = acquire(url, "retrain", ttl_s=60)  # someone else is retraining
@@ -211,3 +266,25 @@ def test_a_retrain_killed_mid_way_leaves_no_half_written_version_and_frees_the_l
     time.sleep(3.5)  # ... until its TTL runs out
     out = retrain(replace(settings, retrain_lock_ttl=3), find_suspects=False)
     assert out.version_id is not None
+
+
+def test_a_jobs_only_worker_process_does_not_load_the_encoder(settings):
+    """``verge worker --queues jobs`` selects the jobs queue only: its pool processes start without
+    CLIP (they sweep, retrain and re-score from stored vectors); a scoring worker's load it."""
+    from workers import scoring, tasks
+    from workers.app import app, configure
+
+    configure(settings)
+    scoring._scorers.clear()
+    queues = app.amqp.queues
+    before = queues._consume_from
+    try:
+        queues.select([settings.resolved_jobs_queue])  # what the jobs worker's -Q selects
+        tasks._warm_model()
+        assert scoring.loaded_scorer(settings) is None
+        queues.select([settings.queue])  # a scoring worker
+        tasks._warm_model()
+        assert scoring.loaded_scorer(settings) is not None
+    finally:
+        queues._consume_from = before
+        scoring._scorers.clear()

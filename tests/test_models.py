@@ -133,3 +133,9 @@ def test_a_weights_files_key_is_hashed_once_at_load_never_per_image(tmp_path, ti
     assert len(hashed) == 1
     with session_scope(url) as s:
         assert stored_embeddings(s, ids, enc.key).keys() == set(ids)  # recorded under that key
+        # and the captions' text embeddings, under the same key, for re-scores that load no CLIP
+        from workers.scoring import recorded_judges
+
+        judges = recorded_judges(s, settings, enc.key)
+        assert judges is not None and recorded_judges(s, settings, "verge-tiny/random-seed0") is None
+        assert np.allclose(judges.zero_shot3.text, enc.encode_texts(judges.zero_shot3.captions))

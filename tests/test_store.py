@@ -7,7 +7,7 @@ from sqlalchemy import func, inspect, select
 import migrations
 from store.blobs import BlobNotFound, BlobStore, sha256_hex
 from store.db import get_engine, session_scope
-from store.embeddings import save_embeddings, stored_embeddings
+from store.embeddings import embedding_matrix, save_embeddings, stored_embeddings
 from store.images import get_or_create_batch, hashes_by_id, register_images
 from store.model_versions import activate_model, active_model
 from store.predictions import apply_rescore, point_to_latest, record_predictions
@@ -191,6 +191,22 @@ def _assert_embeddings_and_hashes_read_back_by_id(url):
     assert sorted(got) == sorted(ids[::2])
     assert all(np.array_equal(got[iid], vectors[ids.index(iid)]) for iid in got)
     assert hashes == {iid: sha256_hex(str(ids.index(iid)).encode()) for iid in ids[::2]}
+    # retrain's read: one float32 matrix in id order, page by page (a binary COPY per page on Postgres)
+    from store import embedding_copy
+
+    pages = []
+    with session_scope(url) as s:
+        found, X, shas = embedding_matrix(s, wanted, "enc/a", page=300, on_page=lambda: pages.append(1))
+        if url.startswith("postgresql"):
+            copied = embedding_copy.read_page(s, ids[:5], "enc/a")
+            assert copied is not None and copied[0].tolist() == ids[:5]  # the COPY path, not the fallback
+            sparse = embedding_copy.read_page(s, ids[::7][:50], "enc/a")  # one id in 7: probed by list
+            dense = embedding_copy.read_page(s, [i for i in ids[:60] if i % 5], "enc/a")  # a range scan
+            assert sparse[0].tolist() == ids[::7][:50] and dense[0].tolist() == [i for i in ids[:60] if i % 5]
+            assert np.array_equal(dense[1], vectors[[ids.index(i) for i in dense[0].tolist()]])
+    assert found.tolist() == sorted(ids[::2]) and len(pages) == -(-len(wanted) // 300)
+    assert X.dtype == np.float32 and np.array_equal(X, vectors[[ids.index(i) for i in found.tolist()]])
+    assert shas == [sha256_hex(str(ids.index(i)).encode()) for i in found.tolist()]
 
 
 def test_embeddings_and_hashes_read_back_by_id_on_sqlite(tmp_path):

@@ -206,7 +206,8 @@ class Settings:
     torch_threads: int = _setting(
         "VERGE_TORCH_THREADS", 0, _non_negative_int,
         "Torch intra-op threads in each worker pool process; 0 = the machine's cores divided by "
-        "the pool processes (at least 1), so `-c N` processes do not each start one per core.")
+        "the pool processes (at least 1), so `-c N` processes do not each start one per core. "
+        "A retrain uses it too (0 there: half the cores, at most 4).")
     gpu_decode: str = _setting(
         "VERGE_GPU_DECODE", "nvjpeg", _gpu_decode,
         "Image work on a CUDA worker: `nvjpeg` (baseline JPEGs decoded by nvJPEG; every image resized "

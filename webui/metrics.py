@@ -1,7 +1,8 @@
 """``/metrics``: the system's state in Prometheus text format, read at scrape time.
 
 Gauges come from the database (images by status, review tasks by state, routing reasons,
-labels, the active head) and from the broker (the scoring queue's depth: ``LLEN`` on Redis,
+labels, the active head: read at most every ``DB_FIGURES_TTL_S`` seconds per process, as they
+are whole-table counts) and from the broker (the scoring queue's depth: ``LLEN`` on Redis,
 message files in the queue folder for the embedded filesystem broker). Worker-side figures
 (chunk durations, images scored and failed per worker) are served by the workers themselves
 (``verge worker --metrics-port``, see ``workers/metrics.py``).
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import threading
+import time
 
 from flask import Blueprint, Response, request
 from sqlalchemy import func, select
@@ -86,8 +89,41 @@ def queue_depth(s: Settings) -> int:
         return int(client.llen(s.queue))
 
 
+# The database gauges are whole-table counts (four GROUP BYs over images, tasks and labels: a
+# second or more each at a million rows); a scrape within this many seconds of the last one that
+# read them gets the same figures, so several scrapers, or a short scrape interval, do not each
+# run them. Per process and database.
+DB_FIGURES_TTL_S = 30.0
+_figures: dict = {}  # database url -> (monotonic time read, figures)
+_figures_lock = threading.Lock()
+
+
+def database_figures(url: str) -> tuple:
+    """(images by status, tasks by state, (reasons, n) rows, (label source, n) rows, active head,
+    batch count): read from the database at most once per ``DB_FIGURES_TTL_S`` (concurrent
+    scrapes wait for the one reading them)."""
+    with _figures_lock:
+        cached = _figures.get(url)
+        if cached is not None and time.monotonic() - cached[0] < DB_FIGURES_TTL_S:
+            return cached[1]
+        with db() as s:
+            by_status = dict(s.execute(select(Image.status, func.count()).group_by(Image.status)).all())
+            by_state = dict(s.execute(select(ReviewTask.state, func.count())
+                                      .group_by(ReviewTask.state)).all())
+            by_reasons = s.execute(select(ReviewTask.reasons, func.count())
+                                   .group_by(ReviewTask.reasons)).all()
+            by_source = s.execute(select(Label.source, func.count()).group_by(Label.source)).all()
+            active = active_model(s)
+            active = (active.id, active.kind, active.encoder) if active else None
+            batches = s.scalar(select(func.count()).select_from(Batch))
+        figures = (by_status, by_state, by_reasons, by_source, active, batches)
+        _figures[url] = (time.monotonic(), figures)
+        return figures
+
+
 class Collector:
-    """A prometheus_client custom collector: every scrape asks the database and the broker."""
+    """A prometheus_client custom collector: every scrape asks the broker, and the database unless
+    another scrape read its figures in the last ``DB_FIGURES_TTL_S`` seconds."""
 
     def __init__(self, s: Settings):
         self.settings = s
@@ -113,16 +149,8 @@ class Collector:
         yield GaugeMetricFamily("verge_broker_up", "1 when the broker answered this scrape.", value=up)
 
     def _database(self, Gauge, Counter):
-        with db() as s:
-            by_status = dict(s.execute(select(Image.status, func.count()).group_by(Image.status)).all())
-            by_state = dict(s.execute(select(ReviewTask.state, func.count())
-                                      .group_by(ReviewTask.state)).all())
-            by_reasons = s.execute(select(ReviewTask.reasons, func.count())
-                                   .group_by(ReviewTask.reasons)).all()
-            by_source = s.execute(select(Label.source, func.count()).group_by(Label.source)).all()
-            active = active_model(s)
-            active = (active.id, active.kind, active.encoder) if active else None
-            batches = s.scalar(select(func.count()).select_from(Batch))
+        by_status, by_state, by_reasons, by_source, active, batches = database_figures(
+            self.settings.resolved_database_url)
 
         images = Gauge("verge_images", "Images by status: registered, queued, scored, failed.",
                        labels=["status"])

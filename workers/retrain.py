@@ -1,29 +1,36 @@
-"""The retraining job: labels in, maybe a better head out.
+"""The retraining job: labels in, maybe a better head out. ``retrain`` reads as its steps:
 
-1. Take the ``retrain`` lock (leased in the database: a crashed run frees it after its TTL).
-   The lease is renewed through every long phase; a run that lost it (it expired and another
-   run took it) raises ``LeaseLost`` at its next renewal and never promotes: the promotion's own
+0. Take the ``retrain`` lock (leased in the database: a crashed run frees it after its TTL) and
+   set torch's intra-op threads (``torch_threads``). The lease is renewed through every long
+   phase (each page of the read, each epoch); a run that lost it (it expired and another run
+   took it) raises ``LeaseLost`` at its next renewal and never promotes: the promotion's own
    transaction re-confirms the lease.
-2. Gather the consensus label of every labeled image and its stored embedding (CLIP is never
-   recomputed); ties between reviewers stay out and are listed for adjudication.
-3. Split by image hash (stable across runs) into training and held-out images; train a
-   three-class candidate with the seed's fixes switched on (class weighting, LR halving, early
-   stopping on a validation split of the training part, best epoch kept).
-4. Judge candidate and active head on the same held-out labels; record the candidate with its
-   metrics and curves (database + TensorBoard); promote it only if it beats the active head by
-   the margin, otherwise keep it as a candidate with the reason. The promotion re-reads the
-   active head under the active-head guard: if it is no longer the head the candidate was judged
-   against (a manual activation or rollback meanwhile), the candidate is kept, not promoted.
-   ``on_promoted`` is called the moment the promotion commits (to request the re-score).
-5. Out-of-fold predictions over the labeled set: training-folder labels that the model
-   confidently rejects are routed to review as ``suspect_label`` (skipped when every label came
-   from people: theirs are never flagged).
+1. ``read_labeled_set``: the consensus label of every labeled image and its stored embedding,
+   read into one preallocated float32 matrix (CLIP is never recomputed; ties between reviewers
+   stay out and are listed for adjudication); rows split by image hash (stable across runs)
+   into training and held-out rows, kept as index arrays.
+2. ``train_head``: a three-class candidate with the seed's fixes switched on (class weighting,
+   LR halving, early stopping on a validation split of the training rows, best epoch kept).
+3. ``judge``: candidate and active head on the same held-out rows; promote only if the
+   candidate beats the active head by the margin, otherwise keep it as a candidate with the
+   reason.
+4. ``record_version``: the candidate with its metrics and curves (database + TensorBoard). The
+   promotion re-reads the active head under the active-head guard: if it is no longer the head
+   the candidate was judged against (a manual activation or rollback meanwhile), the candidate
+   is kept, not promoted. ``on_promoted`` is called the moment the promotion commits (to
+   request the re-score).
+5. ``flag_suspects``: out-of-fold predictions over the labeled set; training-folder labels that
+   the model confidently rejects are routed to review as ``suspect_label`` (skipped when every
+   label came from people: theirs are never flagged).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import os
 import secrets
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -63,6 +70,7 @@ class RetrainOutcome:
     labels: int = 0
     ties: dict = field(default_factory=dict)
     suspects: int = 0
+    seconds: dict = field(default_factory=dict)      # wall time of each step, by name
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -81,97 +89,184 @@ def _expand(probs: np.ndarray, classes) -> np.ndarray:
     return out
 
 
+@dataclass
+class LabeledSet:
+    """What a retrain trains and judges on: the consensus label of each labeled image that has a
+    stored embedding, its row in one float32 matrix, and whether it is held out."""
+    ids: list                 # image ids, one per row of X
+    X: np.ndarray             # (n, d) float32: the one copy of the embeddings
+    y: np.ndarray             # class index per row
+    held: np.ndarray          # bool per row: held out for judging (by image hash)
+    agreed: labels_q.Consensus
+    labels_as_of: dt.datetime
+    active: tuple | None      # (version id, checkpoint, encoder) of the active head when read
+
+    @property
+    def train_rows(self) -> np.ndarray:
+        return np.flatnonzero(~self.held)
+
+    @property
+    def held_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.held)
+
+
 def retrain(settings: Settings, recipe: Recipe = RETRAIN_RECIPE, trigger: str = "manual",
             on_epoch=None, find_suspects: bool = True, on_promoted=None) -> RetrainOutcome:
+    """Labels in, maybe a better head out: the steps of the module docstring, in order."""
     url = settings.resolved_database_url
     encoder_key = EncoderSpec(settings.encoder, settings.pretrained).key
-    with locks.held(url, "retrain", settings.retrain_lock_ttl) as lease:
-        with session_scope(url) as s:
-            # the labels this run sees are those before this instant: the version records it as
-            # its created_at, so labels that arrive while it trains count towards the next run
-            labels_as_of = db_now(s)
-            agreed = labels_q.consensus(s)
-            found, X, shas = embeddings.embedding_matrix(s, agreed.labels, encoder_key)
-            active = model_versions.active_model(s)
-            active_info = ((active.id, model_versions.head_checkpoint(s, active.id), active.encoder)
-                           if active else None)
-        lease.renew()
-        ids = found.tolist()
-        out = RetrainOutcome(None, False, "", labels=len(ids), ties=agreed.ties)
-        if len(ids) < MIN_LABELS or len({agreed.labels[i] for i in ids}) < 2:
+    with locks.held(url, "retrain", settings.retrain_lock_ttl) as lease, torch_threads(settings.torch_threads):
+        # 1. the labeled set: consensus labels, their embeddings in one matrix, the hold-out split
+        clock = time.perf_counter()
+        data = read_labeled_set(settings, encoder_key, lease)
+        out = RetrainOutcome(None, False, "", labels=len(data.ids), ties=data.agreed.ties)
+        clock = _lap(out, "read", clock)
+        if len(data.ids) < MIN_LABELS or len(np.unique(data.y)) < 2:
             out.reason = (f"not enough labeled images with embeddings from {encoder_key} "
-                          f"({len(ids)}; need {MIN_LABELS} over at least two classes)")
+                          f"({len(data.ids)}; need {MIN_LABELS} over at least two classes)")
             return out
-        y = np.array([THREE_CLASSES.index(agreed.labels[i]) for i in ids])
-        held = np.array([in_holdout(sha, settings.holdout_fraction) for sha in shas])
-        del shas
-        if held.sum() == 0 or (~held).sum() == 0:
-            held = np.zeros(len(ids), bool)
-            held[::5] = True  # tiny label sets: every fifth image
-        # index arrays into the one matrix, never copies of its parts
-        train_rows, held_rows = np.flatnonzero(~held), np.flatnonzero(held)
 
+        # 2. train the candidate on the training rows (index arrays into X, never copies)
         def epoch_hook(stats):
             lease.renew()
             if on_epoch:
                 on_epoch(stats)
 
-        result = train_head(THREE_CLASS, X, y, encoder_key, recipe, on_epoch=epoch_hook, rows=train_rows)
-        cand = classification_metrics(y[held], predict_rows(result.head, X, held_rows), THREE_CLASSES)
-        out.candidate = cand
-        if active_info and active_info[2] == encoder_key:
-            active_head = load_head(active_info[1], encoder_key)
-            out.active = classification_metrics(
-                y[held], _expand(predict_rows(active_head, X, held_rows), active_head.meta.classes),
-                THREE_CLASSES)
-            out.active_version_id = active_info[0]
-        metric, margin = settings.promote_metric, settings.promote_margin
-        if not out.active:
-            promote, out.reason = True, "no comparable active head"
-        elif cand[metric] >= out.active[metric] + margin:
-            promote, out.reason = True, (f"held-out {metric} {cand[metric]:.3f} beats the active head's "
-                                         f"{out.active[metric]:.3f} by at least {margin}")
-        else:
-            promote, out.reason = False, (f"held-out {metric} {cand[metric]:.3f} does not beat the active "
-                                          f"head's {out.active[metric]:.3f} by {margin}")
-        result.head.meta.metrics.update({"held_out": cand, "active_held_out": out.active,
+        result = train_head(THREE_CLASS, data.X, data.y, encoder_key, recipe, on_epoch=epoch_hook,
+                            rows=data.train_rows)
+        clock = _lap(out, "train", clock)
+
+        # 3. judge candidate and active head on the same held-out rows; decide
+        promote = judge(settings, data, result, encoder_key, out)
+        clock = _lap(out, "judge", clock)
+        result.head.meta.metrics.update({"held_out": out.candidate, "active_held_out": out.active,
                                          "active_version": out.active_version_id,
-                                         "labels": len(ids), "ties": len(agreed.ties),
+                                         "labels": len(data.ids), "ties": len(data.agreed.ties),
                                          "trigger": trigger, "decision": out.reason})
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        path = f"database/three_class-{stamp}-{secrets.token_hex(3)}.pt"  # model_version.checkpoint
+
+        # 4. record the version; promote it if it won and the active head is still the one it beat
         lease.renew()
         reach("retrain.before_promote")
-        with session_scope(url) as s:  # the version row and the flip land together or not at all
-            judged_against = active_info[0] if active_info else None
-            now_active = head_guard.hold(s, exclusive=True)
-            lease.confirm(s)  # still ours (on Postgres: locked until this commits)
-            if promote and (now_active.id if now_active else None) != judged_against:
-                promote = False
-                out.reason = (f"not promoted: version {now_active.id if now_active else None} became "
-                              f"active while this candidate was judged against version {judged_against}")
-            mv = ModelVersion(kind=THREE_CLASS, classes=list(THREE_CLASSES), encoder=encoder_key,
-                              path=path, checkpoint=head_bytes(result.head),
-                              metrics=result.head.meta.metrics,
-                              state="candidate", note=out.reason, created_at=labels_as_of)
-            s.add(mv)
-            s.flush()
-            if promote:
-                model_versions.activate_model(s, mv.id)
-            out.version_id, out.promoted = mv.id, promote
-        if promote and on_promoted:
+        record_version(url, data, result, promote, lease, out)
+        if out.promoted and on_promoted:
             on_promoted(out.version_id)
-        if promote:
+        if out.promoted:
             webhooks.emit(settings, "model.promoted", {
                 "version": out.version_id, "kind": THREE_CLASS, "trigger": trigger, "reason": out.reason,
-                "held_out": cand, "previous_version": out.active_version_id})
-        write_tensorboard(settings, out.version_id, result.history, cand)
+                "held_out": out.candidate, "previous_version": out.active_version_id})
+        write_tensorboard(settings, out.version_id, result.history, out.candidate)
+        clock = _lap(out, "record", clock)
+
+        # 5. training-folder labels the model confidently rejects go to people
         if find_suspects:
-            out.suspects = flag_suspects(settings, ids, X, y, agreed, encoder_key, recipe, result,
-                                         lease=lease)
+            out.suspects = flag_suspects(settings, data.ids, data.X, data.y, data.agreed, encoder_key, recipe,
+                                         result, lease=lease)
+            _lap(out, "suspects", clock)
     log.info("retrain (%s): version %s %s: %s", trigger, out.version_id,
              "promoted" if out.promoted else "kept as candidate", out.reason)
     return out
+
+
+def _lap(out: RetrainOutcome, step: str, since: float) -> float:
+    now = time.perf_counter()
+    out.seconds[step] = round(now - since, 2)
+    return now
+
+
+@contextlib.contextmanager
+def torch_threads(requested: int):
+    """Torch's intra-op threads for the length of a retrain, chosen rather than inherited:
+    ``VERGE_TORCH_THREADS`` when set, else half the machine's cores, at most 4 (1 on 2 cores). A
+    retrain runs beside the scoring workers, which have the cores divided between them, and a
+    256-wide head gains little past a few threads; torch's own default is one per core (96 on
+    96 cores), and threads that outnumber the free cores spin in each other's way: two threads
+    on two busy cores trained ~7x slower than one (bench/README.md)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(requested if requested > 0 else max(1, min(4, (os.cpu_count() or 1) // 2)))
+    log.info("retrain: %d torch intra-op threads", torch.get_num_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def read_labeled_set(settings: Settings, encoder_key: str, lease: locks.Lease) -> LabeledSet:
+    """Consensus labels and their stored embeddings (CLIP is never recomputed), read into one
+    preallocated float32 matrix page by page, the lease renewed after every page; ties between
+    reviewers stay out (listed for adjudication). Rows are split by image hash (stable across
+    runs) into training and held-out rows."""
+    with session_scope(settings.resolved_database_url) as s:
+        # the labels this run sees are those before this instant: the version records it as
+        # its created_at, so labels that arrive while it trains count towards the next run
+        labels_as_of = db_now(s)
+        agreed = labels_q.consensus(s)
+        lease.renew()
+        found, X, shas = embeddings.embedding_matrix(s, agreed.labels, encoder_key, on_page=lease.renew)
+        active = model_versions.active_model(s)
+        active_info = (active.id, model_versions.head_checkpoint(s, active.id), active.encoder) if active else None
+    lease.renew()
+    ids = found.tolist()
+    y = np.array([THREE_CLASSES.index(agreed.labels[i]) for i in ids], dtype=np.int64)
+    held = np.fromiter((in_holdout(sha, settings.holdout_fraction) for sha in shas), bool, len(shas))
+    del shas
+    if held.sum() == 0 or (~held).sum() == 0:
+        held = np.zeros(len(ids), bool)
+        held[::5] = True  # tiny label sets: every fifth image
+    return LabeledSet(ids, X, y, held, agreed, labels_as_of, active_info)
+
+
+def judge(settings: Settings, data: LabeledSet, result: TrainResult, encoder_key: str,
+          out: RetrainOutcome) -> bool:
+    """Held-out metrics of the candidate and of the active head (same rows) into ``out``; whether
+    the candidate should be promoted, with the reason in ``out.reason``."""
+    held_rows, y_held = data.held_rows, data.y[data.held]
+    cand = classification_metrics(y_held, predict_rows(result.head, data.X, held_rows), THREE_CLASSES)
+    out.candidate = cand
+    if data.active and data.active[2] == encoder_key:
+        active_head = load_head(data.active[1], encoder_key)
+        out.active = classification_metrics(
+            y_held, _expand(predict_rows(active_head, data.X, held_rows), active_head.meta.classes),
+            THREE_CLASSES)
+        out.active_version_id = data.active[0]
+    metric, margin = settings.promote_metric, settings.promote_margin
+    if not out.active:
+        out.reason = "no comparable active head"
+        return True
+    if cand[metric] >= out.active[metric] + margin:
+        out.reason = (f"held-out {metric} {cand[metric]:.3f} beats the active head's "
+                      f"{out.active[metric]:.3f} by at least {margin}")
+        return True
+    out.reason = (f"held-out {metric} {cand[metric]:.3f} does not beat the active "
+                  f"head's {out.active[metric]:.3f} by {margin}")
+    return False
+
+
+def record_version(url: str, data: LabeledSet, result: TrainResult, promote: bool, lease: locks.Lease,
+                   out: RetrainOutcome) -> None:
+    """The version row and the flip land together or not at all. The promotion re-reads the
+    active head under the guard: if it is not the head the candidate was judged against, the
+    candidate is kept, not promoted; the lease is re-confirmed in the same transaction."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    path = f"database/three_class-{stamp}-{secrets.token_hex(3)}.pt"  # model_version.checkpoint
+    with session_scope(url) as s:
+        judged_against = data.active[0] if data.active else None
+        now_active = head_guard.hold(s, exclusive=True)
+        lease.confirm(s)  # still ours (on Postgres: locked until this commits)
+        if promote and (now_active.id if now_active else None) != judged_against:
+            promote = False
+            out.reason = (f"not promoted: version {now_active.id if now_active else None} became "
+                          f"active while this candidate was judged against version {judged_against}")
+        mv = ModelVersion(kind=THREE_CLASS, classes=list(THREE_CLASSES), encoder=result.head.meta.encoder,
+                          path=path, checkpoint=head_bytes(result.head),
+                          metrics=result.head.meta.metrics,
+                          state="candidate", note=out.reason, created_at=data.labels_as_of)
+        s.add(mv)
+        s.flush()
+        if promote:
+            model_versions.activate_model(s, mv.id)
+        out.version_id, out.promoted = mv.id, promote
 
 
 def flag_suspects(settings: Settings, ids, X, y, agreed, encoder_key: str, recipe: Recipe,

@@ -26,7 +26,7 @@ from models.encoder import Encoder, EncoderSpec
 from models.heads import THREE_CLASS, Head, load_head
 from models.pipeline import embed_keys, stack
 from models.zeroshot import ZeroShot, zero_shot_for
-from store import active_head
+from store import active_head, captions
 from store.blobs import open_blobs, read_image, sha256_hex
 from store.db import session_scope
 from store.embeddings import save_embeddings, stored_embeddings
@@ -57,6 +57,76 @@ class ChunkReport:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Judges:
+    """What turns stored embeddings into predictions besides the head: zero-shot over the
+    binary and the three-class captions, and the routing policy. Built from a loaded encoder
+    (``Scorer``) or from the caption embeddings a worker recorded (``recorded_judges``)."""
+    encoder_key: str
+    dim: int
+    zero_shot: ZeroShot
+    zero_shot3: ZeroShot
+    policy: RoutingPolicy
+
+
+def _caption_sets(settings: Settings) -> tuple[tuple, tuple]:
+    """(binary captions, three-class captions): field/road with the seed's captions; the third
+    caption joins for the three-class phase."""
+    return tuple(settings.captions[:2]), (*settings.captions[:2], settings.caption_road_and_field)
+
+
+def _policy(settings: Settings) -> RoutingPolicy:
+    return RoutingPolicy(settings.route_band, settings.audit_fraction, settings.min_confidence)
+
+
+def record_captions(session, judges: Judges) -> None:
+    """Record the judges' caption embeddings (a no-op if they are recorded already)."""
+    for zs in (judges.zero_shot, judges.zero_shot3):
+        captions.remember(session, judges.encoder_key, zs.captions, zs.logit_scale, zs.text)
+
+
+def recorded_judges(session, settings: Settings, encoder_key: str) -> Judges | None:
+    """Judges from the caption embeddings a worker recorded for ``encoder_key``, or None when no
+    worker has recorded them (a re-score then loads the encoder)."""
+    two, three = _caption_sets(settings)
+    got2, got3 = captions.recalled(session, encoder_key, two), captions.recalled(session, encoder_key, three)
+    if got2 is None or got3 is None:
+        return None
+    zs2 = ZeroShot.from_text(encoder_key, two, CLASSES[:2], got2[1], got2[0])
+    zs3 = ZeroShot.from_text(encoder_key, three, CLASSES, got3[1], got3[0])
+    return Judges(encoder_key, int(zs2.text.shape[1]), zs2, zs3, _policy(settings))
+
+
+def predict(judges: Judges, images, X, head: Head | None, mv_id: int | None) -> list[dict]:
+    """Both judges and the routing decision for each image: rows for ``record_predictions``."""
+    three = head is not None and head.meta.kind == THREE_CLASS
+    zs2 = judges.zero_shot.predict(X)                  # p(road) for the dashboards, both phases
+    zs = judges.zero_shot3.predict(X) if three else zs2
+    zs_classes = judges.zero_shot3.classes if three else judges.zero_shot.classes
+    head_probs = head.predict(X) if head is not None and len(X) else None
+    out = []
+    for i, im in enumerate(images):
+        zs_p_road = float(zs2[i, 1])
+        zs_row = dict(zip(zs_classes, map(float, zs[i])))
+        head_row = (dict(zip(head.meta.classes, map(float, head_probs[i])))
+                    if head_probs is not None else None)
+        p_road = head_row["road"] if head_row else None
+        if three:
+            decision = route_three_class(head_row, zs_row, im.sha256, judges.policy)
+            predicted = max(head_row, key=head_row.get)
+        else:
+            decision = route(p_road, zs_p_road, im.sha256, judges.policy)
+            predicted = binary_class(zs_p_road if p_road is None else p_road)
+        out.append({
+            "image_id": im.id, "model_version_id": mv_id, "encoder": judges.encoder_key,
+            "head_probs": head_row, "p_road": p_road, "zs_probs": zs_row, "zs_p_road": zs_p_road,
+            "predicted_class": predicted, "zs_class": max(zs_row, key=zs_row.get),
+            "routed": decision.routed, "reasons": decision.reasons_text,
+            "priority": decision.priority,
+        })
+    return out
+
+
 class Scorer:
     """Everything a worker process keeps loaded between chunks."""
 
@@ -64,13 +134,15 @@ class Scorer:
         self.settings = settings
         self.encoder = encoder or load_encoder(EncoderSpec(settings.encoder, settings.pretrained),
                                                settings.device)
-        # field/road with the seed's captions; the third caption joins for the three-class phase
-        self.zero_shot: ZeroShot = zero_shot_for(self.encoder, settings.captions[:2], CLASSES[:2])
-        self.zero_shot3: ZeroShot = zero_shot_for(
-            self.encoder, (*settings.captions[:2], settings.caption_road_and_field), CLASSES)
+        two, three = _caption_sets(settings)
+        self.zero_shot: ZeroShot = zero_shot_for(self.encoder, two, CLASSES[:2])
+        self.zero_shot3: ZeroShot = zero_shot_for(self.encoder, three, CLASSES)
         self.blobs = open_blobs(settings.resolved_blob_url, settings.decode_threads)
-        self.policy = RoutingPolicy(settings.route_band, settings.audit_fraction, settings.min_confidence)
+        self.policy = _policy(settings)
+        self.judges = Judges(self.encoder.key, self.encoder.embedding_dim, self.zero_shot, self.zero_shot3,
+                             self.policy)
         self._head: tuple[int, Head] | None = None
+        self._captions_recorded = False  # once per process, with the first chunk's write
 
     def head_for(self, version_id: int | None, path: str | None = None) -> Head | None:
         if version_id is None:
@@ -159,6 +231,8 @@ class Scorer:
                 now_active = active_head.hold(s)
                 now_id = now_active.id if now_active else None
                 if now_id == mv_id:
+                    if not self._captions_recorded:  # for re-scores that do not load CLIP
+                        record_captions(s, self.judges)
                     save_embeddings(s, self.encoder.key, new_vectors)
                     recorded = record_predictions(s, predictions, sizes)
                     mark_failed(s, errors)
@@ -169,6 +243,7 @@ class Scorer:
             mv_id, head = now_id, self.head_for(now_id, now_path)
             predictions = self.predict(scored, stack([vectors[im.id] for im in scored],
                                                      self.encoder.embedding_dim), head, mv_id)
+        self._captions_recorded = True
         report.routed = recorded.routed
         report.scored = recorded.written
         report.skipped += len(predictions) - recorded.written  # another delivery wrote them first
@@ -180,79 +255,70 @@ class Scorer:
 
     def predict(self, images, X, head: Head | None, mv_id: int | None) -> list[dict]:
         """Both judges and the routing decision for each image: rows for ``record_predictions``."""
-        three = head is not None and head.meta.kind == THREE_CLASS
-        zs2 = self.zero_shot.predict(X)                  # p(road) for the dashboards, both phases
-        zs = self.zero_shot3.predict(X) if three else zs2
-        zs_classes = self.zero_shot3.classes if three else self.zero_shot.classes
-        head_probs = head.predict(X) if head is not None and len(X) else None
-        out = []
-        for i, im in enumerate(images):
-            zs_p_road = float(zs2[i, 1])
-            zs_row = dict(zip(zs_classes, map(float, zs[i])))
-            head_row = (dict(zip(head.meta.classes, map(float, head_probs[i])))
-                        if head_probs is not None else None)
-            p_road = head_row["road"] if head_row else None
-            if three:
-                decision = route_three_class(head_row, zs_row, im.sha256, self.policy)
-                predicted = max(head_row, key=head_row.get)
-            else:
-                decision = route(p_road, zs_p_road, im.sha256, self.policy)
-                predicted = binary_class(zs_p_road if p_road is None else p_road)
-            out.append({
-                "image_id": im.id, "model_version_id": mv_id, "encoder": self.encoder.key,
-                "head_probs": head_row, "p_road": p_road, "zs_probs": zs_row, "zs_p_road": zs_p_road,
-                "predicted_class": predicted, "zs_class": max(zs_row, key=zs_row.get),
-                "routed": decision.routed, "reasons": decision.reasons_text,
-                "priority": decision.priority,
-            })
-        return out
+        return predict(self.judges, images, X, head, mv_id)
 
     def rescore_open_tasks(self) -> dict:
-        """After a promotion or rollback: re-score the images of open review tasks with the active
-        head from their stored embeddings (no CLIP forward pass). Tasks a better model is now
-        sure about leave the review queue as ``resolved`` (by that version; a rollback reopens
-        them).
+        """``rescore_open_tasks`` with this process's loaded encoder (its caption embeddings are
+        recorded on the way, for re-scores elsewhere that do not load it)."""
+        return rescore_open_tasks(self.settings, self)
 
-        Pages through the open tasks in id order, ``RESCORE_PAGE`` at a time, each page read,
-        predicted and written on its own, so memory stays bounded however many tasks are open.
-        Idempotent: images whose current prediction already comes from the active head are
-        skipped. Each page's write holds the active-head guard and stops the re-score if the head
-        changed meanwhile (whoever changed it asks for its own re-score)."""
-        url = self.settings.resolved_database_url
+
+def rescore_open_tasks(settings: Settings, scorer: Scorer | None = None) -> dict:
+    """After a promotion or rollback: re-score the images of open review tasks with the active
+    head from their stored embeddings (no CLIP forward pass). Tasks a better model is now sure
+    about leave the review queue as ``resolved`` (by that version; a rollback reopens them).
+
+    Needs no CLIP model: zero-shot reads the caption embeddings a worker recorded
+    (store/captions.py); only if none has, the encoder is loaded (``scorer_for``) and they are
+    recorded. ``scorer``: a Scorer this process already holds (its judges are used).
+
+    Pages through the open tasks in id order, ``RESCORE_PAGE`` at a time, each page read,
+    predicted and written on its own, so memory stays bounded whatever the queue's length.
+    Idempotent: images whose current prediction already comes from the active head are skipped.
+    Each page's write holds the active-head guard and stops the re-score if the head changed
+    meanwhile (whoever changed it asks for its own re-score)."""
+    url = settings.resolved_database_url
+    encoder_key = scorer.encoder.key if scorer else EncoderSpec(settings.encoder, settings.pretrained).key
+    with session_scope(url) as s:
+        mv = active_model(s)
+        if mv is None:
+            return {"rescored": 0, "resolved": 0}
+        mv_id = mv.id
+        judges = scorer.judges if scorer else recorded_judges(s, settings, encoder_key)
+        checkpoint = None if scorer else head_checkpoint(s, mv_id)
+        if scorer:
+            record_captions(s, judges)
+    if judges is None:  # no worker recorded its captions yet: load the encoder once, record them
+        log.info("re-score: no recorded caption embeddings for %s; loading the encoder", encoder_key)
+        return rescore_open_tasks(settings, scorer_for(settings))
+    head = scorer.head_for(mv_id) if scorer else load_head(checkpoint, encoder_key)
+    rescored = resolved = 0
+    after = 0
+    while True:
         with session_scope(url) as s:
-            mv = active_model(s)
-            if mv is None:
-                return {"rescored": 0, "resolved": 0}
-            mv_id, mv_path = mv.id, mv.path
-        head = self.head_for(mv_id, mv_path)
-        rescored = resolved = 0
-        after = 0
-        while True:
-            with session_scope(url) as s:
-                page = rescore_page(s, HUMAN_REASONS, after, RESCORE_PAGE)
-                if not page:
-                    break
-                after = page[-1].task_id
-                todo = [item for item in page if item.current_version != mv_id]
-                vectors = stored_embeddings(s, [item.id for item in todo], self.encoder.key)
-            todo = [item for item in todo if item.id in vectors]
-            if not todo:
-                continue
-            predictions = self.predict(todo, stack([vectors[item.id] for item in todo],
-                                                   self.encoder.embedding_dim), head, mv_id)
-            del vectors
-            reach("rescore.before_write")
-            with session_scope(url) as s:
-                now_active = active_head.hold(s)
-                if now_active is None or now_active.id != mv_id:
-                    log.info("re-score with head %s stopped: head %s is active now", mv_id,
-                             now_active.id if now_active else None)
-                    break
-                resolved += apply_rescore(s, predictions, mv_id,
-                                            {item.id: item.task_id for item in todo})
-            rescored += len(predictions)
-        log.info("re-scored %d open tasks with head %s: %d resolved", rescored, mv_id, resolved)
-        return {"rescored": rescored, "resolved": resolved}
+            page = rescore_page(s, HUMAN_REASONS, after, RESCORE_PAGE)
+            if not page:
+                break
+            after = page[-1].task_id
+            todo = [item for item in page if item.current_version != mv_id]
+            vectors = stored_embeddings(s, [item.id for item in todo], encoder_key)
+        todo = [item for item in todo if item.id in vectors]
+        if not todo:
+            continue
+        predictions = predict(judges, todo, stack([vectors[item.id] for item in todo], judges.dim), head, mv_id)
+        del vectors
+        reach("rescore.before_write")
+        with session_scope(url) as s:
+            now_active = active_head.hold(s)
+            if now_active is None or now_active.id != mv_id:
+                log.info("re-score with head %s stopped: head %s is active now", mv_id,
+                         now_active.id if now_active else None)
+                break
+            resolved += apply_rescore(s, predictions, mv_id,
+                                        {item.id: item.task_id for item in todo})
+        rescored += len(predictions)
+    log.info("re-scored %d open tasks with head %s: %d resolved", rescored, mv_id, resolved)
+    return {"rescored": rescored, "resolved": resolved}
 
 
 def adopt_hashes_retrying(url: str, hashes: dict[int, str], tries: int = 5):
@@ -271,6 +337,11 @@ def adopt_hashes_retrying(url: str, hashes: dict[int, str], tries: int = 5):
 # open review tasks re-scored per page (read, predicted and written together)
 RESCORE_PAGE = 2000
 _scorers: dict = {}
+
+
+def loaded_scorer(settings: Settings) -> Scorer | None:
+    """The process's Scorer if it already built one (nothing is loaded here)."""
+    return _scorers.get(settings)
 
 
 def scorer_for(settings: Settings) -> Scorer:

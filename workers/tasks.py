@@ -85,11 +85,25 @@ def requeue_stalled() -> int:
     return sweep(settings)
 
 
+def consumes_scoring(settings) -> bool:
+    """Whether this worker takes scoring chunks (``-Q``/``--queues`` as the worker selected them;
+    all queues when it selected none)."""
+    try:
+        return settings.queue in app.amqp.queues.consume_from
+    except Exception:  # pragma: no cover - be safe: load the model
+        return True
+
+
 @worker_process_init.connect
 def _warm_model(**_):
-    """Load the model when the process starts, not inside the first chunk."""
+    """Load the model when the process starts, not inside the first chunk. A jobs-only worker
+    (``verge worker --queues jobs``) scores nothing: it does not load CLIP (a re-score there reads
+    the caption embeddings scoring workers recorded)."""
     try:
         settings = settings_of(app)
+        if not consumes_scoring(settings):
+            log.info("pool process %d: jobs only; the encoder is not loaded", os.getpid())
+            return
         encoder = scorer_for(settings).encoder
         encoder.warm_up(settings.batch_size)
         from models.pipeline import warm_up_decoder
@@ -101,9 +115,13 @@ def _warm_model(**_):
 
 @app.task(name=RESCORE_OPEN)
 def rescore_open() -> dict:
-    """After a promotion: open review tasks re-scored with the new head (workers hold the encoder
-    whose text embeddings zero-shot needs)."""
-    return scorer_for(settings_of(app)).rescore_open_tasks()
+    """After a promotion: open review tasks re-scored with the new head, from stored embeddings
+    and the caption embeddings scoring workers recorded (the encoder is used only if this process
+    has it loaded already, or loaded if no worker recorded them yet)."""
+    from .scoring import loaded_scorer, rescore_open_tasks
+
+    settings = settings_of(app)
+    return rescore_open_tasks(settings, loaded_scorer(settings))
 
 
 # Acknowledged when a worker takes it, not when it ends: a retrain outlives a short Redis visibility

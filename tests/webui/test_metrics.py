@@ -96,6 +96,39 @@ def test_gauges_follow_the_database(app, seed):
     assert "# TYPE verge_routed_total counter" in text and "# HELP verge_images " in text
 
 
+def test_scrapes_share_the_database_counts_for_a_while(app, seed, monkeypatch):
+    """The database gauges are whole-table GROUP BYs: scrapes within ``DB_FIGURES_TTL_S`` of the
+    one that read them get its figures and run none; after it, the next scrape reads again."""
+    from sqlalchemy import event
+
+    from store.db import get_engine
+    from webui import metrics as metrics_module
+
+    seed.image(status="queued")
+    grouped = []
+
+    def count(conn, cursor, statement, *args):
+        if "GROUP BY" in statement.upper():
+            grouped.append(statement)
+
+    engine = get_engine(seed.url)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        c = app.test_client()
+        first = parse(c.get("/metrics").get_data(as_text=True))
+        assert len(grouped) == 4 and value(first, "verge_images", status="queued") == 1
+        seed.image(status="queued")
+        for _ in range(3):
+            again = parse(c.get("/metrics").get_data(as_text=True))
+            assert value(again, "verge_images", status="queued") == 1  # the shared figures
+        assert len(grouped) == 4  # no scrape since the first ran a GROUP BY
+        monkeypatch.setattr(metrics_module, "DB_FIGURES_TTL_S", 0.0)  # their time is up
+        later = parse(c.get("/metrics").get_data(as_text=True))
+        assert value(later, "verge_images", status="queued") == 2 and len(grouped) == 8
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
 def test_queue_depth_counts_the_filesystem_brokers_messages(web_settings, seed):
     seed.user("ada", "admin")
     app = make_app(web_settings, chunk_size=2)

@@ -94,6 +94,8 @@ def retrain(as_json, no_rescore, settings):
     click.echo(("PROMOTED: " if out.promoted else "kept as candidate: ") + out.reason)
     if out.suspects:
         click.echo(f"{out.suspects} training labels look wrong and were routed to review (suspect_label)")
+    if out.seconds:
+        click.echo("steps: " + ", ".join(f"{step} {s:.1f} s" for step, s in out.seconds.items()))
     if rescored:
         click.echo(rescored)
 

@@ -12,6 +12,7 @@ from typing import Sequence
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from .clock import sql_now
 from .pausepoints import reach
 from .schema import Batch, BatchImage, Image, Prediction, ReviewTask, utcnow
 from .sql import chunks, id_in, insert_ignore, insert_new
@@ -88,8 +89,8 @@ def images_by_id(session: Session, image_ids: Sequence[int]) -> list[Image]:
 
 def count_attempt(session: Session, image_ids: Sequence[int]) -> None:
     """A worker starts on these images: one more delivery, and ``queued_at`` says when it started
-    (the sweeper leaves an image alone while its chunk is recent)."""
-    now = utcnow()
+    (the sweeper leaves an image alone while its chunk is recent), on the database's clock."""
+    now = sql_now(session)
     for part in chunks(list(image_ids)):
         session.execute(update(Image).where(Image.id.in_(part))
                         .values(attempts=Image.attempts + 1, queued_at=now))

@@ -107,3 +107,55 @@ def test_killing_workers_mid_chunk_loses_nothing_and_scores_nothing_twice(
     assert all("interrupted" in e for e in failed)
     print(f"\nkills survived: {kills} children + 1 whole worker; images: {n}; scored: {status['scored']}; "
           f"failed after repeated kills: {len(failed)}; lost: 0; duplicate predictions: {dup_preds}")
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_an_image_that_kills_its_worker_fails_alone_and_the_rest_of_its_chunk_is_scored(
+        tmp_path, tiny_env, redis_url, start_worker):
+    """Attempts count per image, not per chunk: one image whose decode kills the worker process
+    (a decoder crash, an OOM kill: the process dies, the chunk is redelivered) ends ``failed``
+    after VERGE_MAX_ATTEMPTS deliveries, and every other image of its chunk is scored."""
+    import hashlib
+
+    from tests.corpus import jpeg_bytes
+    from verge.settings import Settings
+
+    n, max_attempts = 7, 3
+    env = {**tiny_env, "VERGE_BROKER_URL": redis_url, "VERGE_QUEUE": f"verge-poison-{uuid.uuid4().hex[:8]}",
+           "VERGE_CHUNK_SIZE": str(n), "VERGE_MAX_ATTEMPTS": str(max_attempts),
+           "VERGE_DECODE_THREADS": "1", "VERGE_BATCH_SIZE": "2"}
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    data = [jpeg_bytes(700 + i) for i in range(n)]
+    for i, d in enumerate(data):
+        (pics / f"{i}.jpg").write_bytes(d)
+    verge(env, "db", "upgrade")
+    out = json.loads(verge(env, "submit", str(pics), "--batch", "poison", "--json").stdout)
+    assert out["chunks"] == 1 and out["new"] == n
+    url = Settings.from_env(env).resolved_database_url
+    with session_scope(url) as s:  # the poison sits in the middle of its chunk, images either side
+        ids = s.scalars(select(Image.id).order_by(Image.id)).all()
+        poison_id = ids[n // 2]
+        poison = s.get(Image, poison_id).sha256
+    assert poison in {hashlib.sha256(d).hexdigest() for d in data}
+    worker = start_worker({**env, "VERGE_TEST_CRASH_ON": poison})
+    deadline = time.monotonic() + 180
+    while True:
+        with session_scope(url) as s:
+            queued = s.scalar(select(func.count()).select_from(Image).where(Image.status == "queued"))
+        if not queued:
+            break
+        assert time.monotonic() < deadline, f"{queued} images still queued\n{worker.log.read_text()[-3000:]}"
+        time.sleep(0.5)
+    with session_scope(url) as s:
+        images = {im.id: (im.status, im.error, im.attempts) for im in s.scalars(select(Image))}
+        preds = s.scalar(select(func.count()).select_from(Prediction))
+    status, error, attempts = images.pop(poison_id)
+    assert status == "failed", (status, error)
+    assert f"interrupted {max_attempts} times" in error and "VERGE_MAX_ATTEMPTS" in error, error
+    assert {iid: st for iid, (st, _, _) in images.items()} == {iid: "scored" for iid in images}
+    assert preds == n - 1
+    assert attempts == max_attempts  # the worker really died that often on it, and on no other
+    # the process really died mid-chunk (no goodbye): the pool reported its child lost
+    assert worker.log.read_text().count("WorkerLostError") >= max_attempts, worker.log.read_text()[-3000:]

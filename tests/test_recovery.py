@@ -121,3 +121,61 @@ def test_beat_jobs_and_rescore_have_their_own_queue_and_a_worker_for_it(tiny_env
     compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "docker-compose.yml").read_text())
     assert compose["services"]["worker"]["command"][:3] == ["worker", "--queues", "scoring"]
     assert compose["services"]["jobs"]["command"][:3] == ["worker", "--queues", "jobs"]
+
+
+def _skew_host_clock(monkeypatch, hours: float) -> None:
+    """This process's clock as a host whose clock is ``hours`` off would read it: every module's
+    ``utcnow`` (the Python-side clock verge stamps and compares with) returns the skewed time.
+    The database's clock (Postgres' now(), SQLite's 'now') is untouched, as on a real skewed host."""
+    import sys
+
+    from store import schema
+
+    real = schema.utcnow
+
+    def skewed() -> dt.datetime:
+        return real() + dt.timedelta(hours=hours)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "utcnow", None) is real:
+            monkeypatch.setattr(module, "utcnow", skewed)
+    assert schema.utcnow is skewed
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_the_sweeper_counts_on_the_databases_clock_not_the_hosts(database, tiny_env, request, monkeypatch):
+    """Several hosts, no shared clock: the sweeper's decision (which queued images were started
+    longer than VERGE_REQUEUE_AFTER ago) is the same whether its host's clock is hours ahead,
+    hours behind or right, and whatever the clocks of the hosts that stamped the images."""
+    from store.images import count_attempt, register_images
+    from workers.app import enqueue, requeue
+
+    env = {**tiny_env, "VERGE_REQUEUE_AFTER": "600", "VERGE_CHUNK_SIZE": "1"}
+    if database == "postgres":
+        env["VERGE_DATABASE_URL"] = request.getfixturevalue("pg_url")
+    settings = _settings(env)
+    verge(env, "db", "upgrade")
+    url = settings.resolved_database_url
+    with session_scope(url) as s:
+        fresh, started, stale = register_images(s, None, [(f"{c}.jpg", c * 64, 1) for c in "abc"]).image_ids
+    enqueue(settings, [fresh, stale])  # sent just now by a host whose clock is right
+    with monkeypatch.context() as m:  # a worker on a host 3 hours behind starts a chunk just now
+        _skew_host_clock(m, -3)
+        with session_scope(url) as s:
+            count_attempt(s, [started])
+
+    def stale_since_two_hours():
+        with session_scope(url) as s:
+            s.execute(update(Image).where(Image.id == stale).values(
+                queued_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)))
+
+    for hours in (3, -3, 0, 0.5, -0.5):
+        stale_since_two_hours()
+        with monkeypatch.context() as m:
+            _skew_host_clock(m, hours)
+            resent = requeue(settings, older_than_s=settings.requeue_after)
+        assert resent == 1, f"a sweeper {hours:+} h off re-sent {resent} images, not just the stale one"
+        with session_scope(url) as s:  # and the one re-sent was stamped on the database's clock
+            q = {im.id: im.queued_at.replace(tzinfo=dt.timezone.utc) for im in s.scalars(select(Image))}
+        now = dt.datetime.now(dt.timezone.utc)
+        assert all(abs(q[i] - now) < dt.timedelta(minutes=5) for i in (fresh, started, stale)), (hours, q)

@@ -21,7 +21,6 @@ own command line import it, and senders name tasks by the constants below instea
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from datetime import timedelta
 from typing import Sequence
@@ -31,8 +30,9 @@ from celery.schedules import crontab
 from kombu.exceptions import OperationalError
 from sqlalchemy import select, update
 
+from store.clock import sql_ago, sql_now
 from store.db import session_scope
-from store.schema import BatchImage, Image, utcnow
+from store.schema import BatchImage, Image
 from verge.settings import Settings, SettingsError
 
 from .errors import BrokerUnavailable
@@ -261,24 +261,28 @@ def enqueue(settings: Settings, image_ids: Sequence[int], batch_id: int | None =
     if not _send(settings, chunks, batch_id):
         return 0
     with session_scope(settings.resolved_database_url) as s:
+        now = sql_now(s)  # the database's clock: the sweeper compares with it, on any host
         for chunk in chunks:
-            s.execute(update(Image).where(Image.id.in_(chunk)).values(queued_at=utcnow()))
+            s.execute(update(Image).where(Image.id.in_(chunk)).values(queued_at=now))
     return len(chunks)
 
 
 def requeue(settings: Settings, batch_id: int | None = None, older_than_s: float | None = None) -> int:
     """Send scoring tasks again for images still ``queued`` (lost messages, a broker restart).
-    Safe at any time: scoring skips what is already scored."""
+    Safe at any time: scoring skips what is already scored.
+
+    ``older_than_s`` counts on the database's clock, as ``queued_at`` is stamped (``enqueue``,
+    a worker starting a chunk): hosts' clocks may disagree, the database's is the one they share."""
     stmt = select(Image.id).where(Image.status == "queued")
     if batch_id is not None:
         stmt = stmt.join(BatchImage, BatchImage.image_id == Image.id).where(BatchImage.batch_id == batch_id)
-    if older_than_s is not None:
-        cutoff = utcnow() - dt.timedelta(seconds=older_than_s)
-        stmt = stmt.where((Image.queued_at.is_(None)) | (Image.queued_at < cutoff))
     sent, last = 0, 0
     while True:
         with session_scope(settings.resolved_database_url) as s:
-            ids = list(s.scalars(stmt.where(Image.id > last).order_by(Image.id).limit(REQUEUE_PAGE)))
+            page = stmt
+            if older_than_s is not None:
+                page = page.where(Image.queued_at.is_(None) | (Image.queued_at < sql_ago(s, older_than_s)))
+            ids = list(s.scalars(page.where(Image.id > last).order_by(Image.id).limit(REQUEUE_PAGE)))
         if not ids:
             return sent
         enqueue(settings, ids, batch_id)

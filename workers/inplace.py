@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 
 from sqlalchemy import select, text, update
 
+from store.clock import database_time
 from store.db import session_scope
 from store.images import Registered, get_or_create_batch
 from store.s3 import Listed, ObjectStoreError, check_bucket, list_objects, parse_s3_url
@@ -43,7 +44,7 @@ def _is_image_key(key: str) -> bool:
 _PG_IMAGES = text(
     "INSERT INTO image (sha256, storage_key, etag, source_name, size_bytes, status, attempts, "
     "created_at, queued_at) "
-    "SELECT NULL, k, e, n, sz, 'queued', 0, :now, :now FROM unnest(CAST(:keys AS varchar[]), "
+    "SELECT NULL, k, e, n, sz, 'queued', 0, :now, :stamped FROM unnest(CAST(:keys AS varchar[]), "
     "CAST(:etags AS varchar[]), CAST(:names AS varchar[]), CAST(:sizes AS integer[])) AS t(k, e, n, sz) "
     "ON CONFLICT DO NOTHING RETURNING id, storage_key, etag")
 _PG_LINKS = text(
@@ -60,17 +61,18 @@ def register_objects(session, batch_id: int, bucket: str, objects: list[Listed])
     INSERT ... ON CONFLICT DO NOTHING RETURNING id, which SQLAlchemy sends as multi-row
     statements: the ids of new rows come back without a second look-up (the common case)."""
     now = utcnow()
+    stamped = database_time(session)  # queued_at: on the clock the sweeper compares with
     rows = {(o.url(bucket), o.etag): o for o in objects}
     ids: dict[tuple, int] = {}
     values = [{"sha256": None, "storage_key": loc, "etag": etag, "source_name": loc[:500],
                "size_bytes": o.size, "status": "queued", "attempts": 0, "created_at": now,
-               "queued_at": now} for (loc, etag), o in rows.items()]
+               "queued_at": stamped} for (loc, etag), o in rows.items()]
     postgres = session.get_bind().dialect.name == "postgresql"
     if values and postgres:  # one statement, four array parameters: nothing for the driver to parse
         ids.update({(loc, etag): iid for iid, loc, etag in session.execute(_PG_IMAGES, {
             "keys": [v["storage_key"] for v in values], "etags": [v["etag"] for v in values],
             "names": [v["source_name"] for v in values], "sizes": [v["size_bytes"] for v in values],
-            "now": now})})
+            "now": now, "stamped": stamped})})
     elif values:  # one cached statement; SQLAlchemy sends the rows as multi-row INSERTs
         stmt = (dialect_insert(session)(Image).on_conflict_do_nothing()
                 .returning(Image.id, Image.storage_key, Image.etag))
@@ -99,7 +101,7 @@ def register_objects(session, batch_id: int, bucket: str, objects: list[Listed])
             .returning(BatchImage.image_id), links)  # RETURNING: batched like the images
     for part in chunks(waiting):
         session.execute(update(Image).where(Image.id.in_(part), Image.status == "registered")
-                        .values(status="queued", queued_at=now))
+                        .values(status="queued", queued_at=stamped))
     out.to_score = out.new_ids + waiting
     return out
 

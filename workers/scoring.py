@@ -1,7 +1,9 @@
 """Scoring a chunk of images: the worker's hot path.
 
 1. In one short transaction: find the chunk's images that still lack a prediction from the
-   active scorer, count the delivery (a chunk that keeps killing workers ends as failed).
+   active scorer, count the delivery (an image whose deliveries keep killing workers ends as
+   failed). Attempts count per image: a chunk delivered again is scored one image at a time, so
+   one image that kills its worker fails alone and the rest of its chunk is scored.
 2. Outside any transaction: reuse stored embeddings, decode + embed the rest (thread pool
    overlapping the model), apply the head and zero-shot, route.
 3. In one transaction: embeddings, predictions, review tasks, image states. Unique indexes make a
@@ -17,6 +19,7 @@ when its version changes, so a promotion reaches running workers on their next c
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -127,6 +130,15 @@ def predict(judges: Judges, images, X, head: Head | None, mv_id: int | None) -> 
     return out
 
 
+def _test_crash(im) -> None:
+    """Where a test makes one image kill its worker process as it is decoded, as a decoder crash
+    or an OOM kill would (``VERGE_TEST_CRASH_ON=<sha256 or storage key>``, never set in
+    production; the process dies at once, with no goodbye to the broker)."""
+    crash = os.environ.get("VERGE_TEST_CRASH_ON")
+    if crash and crash in (im.sha256, im.storage_key):
+        os._exit(70)
+
+
 class Scorer:
     """Everything a worker process keeps loaded between chunks."""
 
@@ -170,6 +182,7 @@ class Scorer:
             data = read_image(self.blobs, im.storage_key, im.etag, self.settings.decode_threads)
             if im.sha256 is None:
                 hashes[iid] = sha256_hex(data)
+            _test_crash(im)
             return data
 
         # object storage that stops answering raises out of here: the chunk is retried, not failed
@@ -180,6 +193,13 @@ class Scorer:
         return vectors, done, hashes
 
     def score_chunk(self, image_ids: list[int]) -> ChunkReport:
+        """Score a chunk. Its first delivery goes in one piece: one attempt counted for all its
+        images in one statement, one embedding pass, one write. A chunk delivered again (an
+        image of it has an attempt behind it: a worker died on it, or it is a retry) goes one
+        image at a time, each image's attempt counted as it starts and its result written before
+        the next starts: if one image kills the worker again, only that image has gained an
+        attempt, the images before it are scored, and after ``VERGE_MAX_ATTEMPTS`` it alone ends
+        ``failed`` while the rest of the chunk is scored."""
         started = time.perf_counter()
         report = ChunkReport()
         url = self.settings.resolved_database_url
@@ -189,13 +209,42 @@ class Scorer:
             images = [im for im in images_by_id(s, image_ids) if im.status != "failed"]
             seen = already_predicted(s, [im.id for im in images], mv_id)
             todo = [im for im in images if im.id not in seen]
-            prior = {im.id: im.attempts for im in todo}
-            count_attempt(s, list(prior))
+            redelivered = any(im.attempts for im in todo)
+            if not redelivered:
+                count_attempt(s, [im.id for im in todo])
         report.skipped = len(images) - len(todo)
         # Deliveries that began and never finished (the worker was killed) show up as attempts.
-        errors = {iid: f"scoring was interrupted {n} times (the worker died on this image's chunk); "
-                       f"gave up after VERGE_MAX_ATTEMPTS={self.settings.max_attempts}"
-                  for iid, n in prior.items() if n >= self.settings.max_attempts}
+        spent = {im.id: im.attempts for im in todo if im.attempts >= self.settings.max_attempts}
+        if not redelivered:
+            self._score_piece(todo, mv_id, mv_path, report)
+        else:
+            log.info("a chunk of %d delivered again: scoring its %d images one at a time",
+                     len(image_ids), len(todo))
+            if spent:
+                with session_scope(url) as s:
+                    mark_failed(s, {iid: self._gave_up(n) for iid, n in spent.items()})
+                report.failed += len(spent)
+            for im in todo:
+                if im.id in spent:
+                    continue
+                with session_scope(url) as s:
+                    count_attempt(s, [im.id])
+                mv_id, mv_path = self._score_piece([im], mv_id, mv_path, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _gave_up(self, attempts: int) -> str:
+        return (f"scoring was interrupted {attempts} times (the worker died while scoring this image); "
+                f"gave up after VERGE_MAX_ATTEMPTS={self.settings.max_attempts}")
+
+    def _score_piece(self, todo: list, mv_id: int | None, mv_path: str | None,
+                     report: ChunkReport) -> tuple[int | None, str | None]:
+        """Embed, predict and write ``todo`` (their attempt already counted), adding to
+        ``report``. Images whose attempts reached ``VERGE_MAX_ATTEMPTS`` before this delivery are
+        recorded as failed instead. Returns the active head the write was made with."""
+        url = self.settings.resolved_database_url
+        errors = {im.id: self._gave_up(im.attempts) for im in todo
+                  if im.attempts >= self.settings.max_attempts}
         todo = [im for im in todo if im.id not in errors]
         head = self.head_for(mv_id, mv_path)
 
@@ -205,7 +254,7 @@ class Scorer:
             vectors.update(fresh.vectors)
             errors.update(fresh.errors)
             sizes = fresh.sizes
-            report.embedded = len(fresh.vectors)
+            report.embedded += len(fresh.vectors)
         woken: list[int] = []
         if hashes:
             adopted = adopt_hashes_retrying(url, hashes)
@@ -219,7 +268,7 @@ class Scorer:
                 errors.pop(dup, None)
                 sizes.pop(dup, None)
             woken = adopted.woken
-            report.linked = len(adopted.merged)
+            report.linked += len(adopted.merged)
             todo = [im for im in todo if im.id not in adopted.merged]
         scored = [im for im in todo if im.id in vectors]
         predictions = self.predict(scored, stack([vectors[im.id] for im in scored],
@@ -230,6 +279,7 @@ class Scorer:
             with session_scope(url) as s:
                 now_active = active_head.hold(s)
                 now_id = now_active.id if now_active else None
+                now_path = now_active.path if now_active else None
                 if now_id == mv_id:
                     if not self._captions_recorded:  # for re-scores that do not load CLIP
                         record_captions(s, self.judges)
@@ -237,21 +287,19 @@ class Scorer:
                     recorded = record_predictions(s, predictions, sizes)
                     mark_failed(s, errors)
                     break
-                now_path = now_active.path if now_active else None
             log.info("the active head changed from %s to %s while a chunk embedded; re-scoring it",
                      mv_id, now_id)
-            mv_id, head = now_id, self.head_for(now_id, now_path)
+            mv_id, mv_path, head = now_id, now_path, self.head_for(now_id, now_path)
             predictions = self.predict(scored, stack([vectors[im.id] for im in scored],
                                                      self.encoder.embedding_dim), head, mv_id)
         self._captions_recorded = True
-        report.routed = recorded.routed
-        report.scored = recorded.written
+        report.routed += recorded.routed
+        report.scored += recorded.written
         report.skipped += len(predictions) - recorded.written  # another delivery wrote them first
         if woken:
             enqueue(self.settings, woken)
-        report.failed = len(errors)
-        report.seconds = time.perf_counter() - started
-        return report
+        report.failed += len(errors)
+        return mv_id, mv_path
 
     def predict(self, images, X, head: Head | None, mv_id: int | None) -> list[dict]:
         """Both judges and the routing decision for each image: rows for ``record_predictions``."""

@@ -290,8 +290,8 @@ def requeue(settings: Settings, batch_id: int | None = None, older_than_s: float
 
 
 def requeue_stalled(settings: Settings) -> int:
-    """Beat's sweeper. ``queued_at`` is stamped when a task is sent and again when a worker
-    starts the image's chunk, so an image untouched for ``VERGE_REQUEUE_AFTER`` was never started
+    """Beat's sweeper. ``queued_at`` is stamped (on the database's clock) when a task is sent and
+    again when a worker starts the image's chunk, so an image untouched for ``VERGE_REQUEUE_AFTER`` was never started
     or was started long ago; it is re-sent only when no scoring message is waiting in the queue:
     behind a backlog an image that nobody started is waiting its turn, not lost."""
     waiting = waiting_messages(settings)

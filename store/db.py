@@ -45,7 +45,14 @@ def get_engine(url: str) -> Engine:
 @contextlib.contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A session whose work commits as one transaction, or rolls back entirely on error."""
-    session = Session(get_engine(url), expire_on_commit=False)
+    with transaction(Session(get_engine(url), expire_on_commit=False)) as session:
+        yield session
+
+
+@contextlib.contextmanager
+def transaction(session: Session) -> Iterator[Session]:
+    """``session``'s work commits when the block ends, or rolls back entirely on error; the
+    session is closed either way (``session_scope``, and the web UI's per-request connection)."""
     try:
         yield session
         session.commit()

@@ -9,7 +9,7 @@ from flask import current_app, g, has_app_context, request
 from sqlalchemy.orm import Session
 
 from store.blobs import open_blobs
-from store.db import get_engine, session_scope
+from store.db import get_engine, session_scope, transaction
 from verge.settings import Settings
 
 
@@ -34,16 +34,11 @@ def db() -> Iterator[Session]:
     conn = g.get("_verge_db_conn")
     if conn is None or conn.closed:
         conn = g._verge_db_conn = get_engine(url).connect()
-    session = Session(bind=conn, expire_on_commit=False)
     g._verge_db_busy = True
     try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+        with transaction(Session(bind=conn, expire_on_commit=False)) as session:
+            yield session
     finally:
-        session.close()
         g._verge_db_busy = False
 
 

@@ -80,6 +80,9 @@ def test_two_hosts_share_nothing_but_the_services(broker, request, tmp_path, pg_
               "PYTHONUNBUFFERED": "1"}  # the logs say which chunk a worker holds, as it happens
     hosts = {name: tmp_path / f"host-{name}" for name in ("a", "b", "web", "submitter")}
     env = {name: {**common, "VERGE_DATA_DIR": str(path)} for name, path in hosts.items()}
+    # host A holds each chunk a few seconds before scoring it, so the kill below lands while it
+    # holds one (tiny chunks on a quiet machine were otherwise finished between look and kill)
+    env["a"]["VERGE_TEST_PAUSE_SCORE_CHUNK"] = "3"
     verge(env["submitter"], "db", "upgrade")
 
     first = {f"in/one/{'é' if i % 7 == 0 else 'p'} {i:03d}.jpg": jpeg_bytes(5000 + i, (64, 48))

@@ -52,6 +52,7 @@ def _chunk_fields(task_id, batch_id, image_ids) -> dict:
 
 @app.task(name=SCORE_CHUNK, bind=True)
 def score_chunk(self, image_ids: list[int], batch_id: int | None = None) -> dict:
+    _test_pause("SCORE_CHUNK")  # a test kills a host while it surely holds a chunk
     settings = settings_of(app)
     try:
         report = scorer_for(settings).score_chunk(image_ids)

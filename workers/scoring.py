@@ -239,13 +239,11 @@ class Scorer:
 
     def _score_piece(self, todo: list, mv_id: int | None, mv_path: str | None,
                      report: ChunkReport) -> tuple[int | None, str | None]:
-        """Embed, predict and write ``todo`` (their attempt already counted), adding to
-        ``report``. Images whose attempts reached ``VERGE_MAX_ATTEMPTS`` before this delivery are
-        recorded as failed instead. Returns the active head the write was made with."""
+        """Embed, predict and write ``todo`` (their attempt already counted; ``score_chunk`` has
+        failed those past ``VERGE_MAX_ATTEMPTS``), adding to ``report``. Returns the active head
+        the write was made with."""
         url = self.settings.resolved_database_url
-        errors = {im.id: self._gave_up(im.attempts) for im in todo
-                  if im.attempts >= self.settings.max_attempts}
-        todo = [im for im in todo if im.id not in errors]
+        errors: dict[int, str] = {}
         head = self.head_for(mv_id, mv_path)
 
         stored, fresh, hashes = self.embed(todo) if todo else ({}, None, {})
